@@ -1,0 +1,160 @@
+"""Pure-Python port of GCC libstdc++'s ``std::sort`` (introsort).
+
+fastText's ``Dictionary::threshold`` orders the vocabulary with ``std::sort``,
+which is not stable: words that compare equal end up in whatever order
+libstdc++'s introsort leaves them.  To reproduce fastText's word ids exactly we
+replay the same algorithm step by step (``bits/stl_algo.h`` and
+``bits/stl_heap.h``), so every element is moved exactly as the C++ code moves it.
+
+Speed trick: each element is one Python int ``(rank(key) << shift) | position``.
+For such values ``key(a) < key(b)`` is exactly ``(a | mask) < b`` and, against a
+fixed pivot ``p``, ``a < (p & ~mask)`` / ``(p | mask) < b`` — plain int
+comparisons that ignore the position bits, so ties stay ties as in C++.
+"""
+
+import numpy as np
+
+_S_THRESHOLD = 16  # libstdc++ _S_threshold
+
+
+def cxx_sort_order(keys) -> np.ndarray:
+    """Return the permutation (int64 array of original positions) that libstdc++'s std::sort produces
+    when sorting a vector whose elements compare by `a < b` on these integer keys."""
+    keys = np.asarray(keys, dtype=np.int64)
+    if keys.ndim != 1:
+        raise ValueError(f"keys must be 1-D, got shape {keys.shape}")
+    n = keys.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    # Dense ranks preserve every comparison and keep the packed ints small.
+    _, rank = np.unique(keys, return_inverse=True)
+    shift = max(n - 1, 1).bit_length()
+    mask = (1 << shift) - 1
+    packed = (rank.reshape(-1).astype(np.int64) << shift) | np.arange(n, dtype=np.int64)
+    v = packed.tolist()
+    _introsort_loop(v, n, mask)
+    _final_insertion_sort(v, n, mask)
+    return np.array(v, dtype=np.int64) & mask
+
+
+def _introsort_loop(v, n, mask):
+    """``std::__introsort_loop`` over the whole list, depth limit ``2 * __lg(n)``.
+
+    The C++ recursion on ``[cut, last)`` is replaced by an explicit stack; the
+    subranges are disjoint, so the processing order does not change the result.
+    """
+    low_mask = ~mask
+    stack = [(0, n, 2 * (n.bit_length() - 1))]
+    pop = stack.pop
+    push = stack.append
+    while stack:
+        first, last, depth = pop()
+        while last - first > _S_THRESHOLD:
+            if depth == 0:
+                _heap_sort(v, first, last, mask)
+                break
+            depth -= 1
+            # __move_median_to_first(first, first + 1, mid, last - 1)
+            a = first + 1
+            b = first + (last - first) // 2
+            c = last - 1
+            va = v[a]
+            vb = v[b]
+            vc = v[c]
+            if (va | mask) < vb:
+                if (vb | mask) < vc:
+                    m = b
+                elif (va | mask) < vc:
+                    m = c
+                else:
+                    m = a
+            elif (va | mask) < vc:
+                m = a
+            elif (vb | mask) < vc:
+                m = c
+            else:
+                m = b
+            pivot = v[m]
+            v[m] = v[first]
+            v[first] = pivot
+            # __unguarded_partition(first + 1, last, first): the pivot stays at `first`.
+            below = pivot & low_mask  # x < below  <=>  key(x) < key(pivot)
+            above = pivot | mask  # above < x  <=>  key(pivot) < key(x)
+            i = first + 1
+            j = last
+            while True:
+                while v[i] < below:
+                    i += 1
+                j -= 1
+                while above < v[j]:
+                    j -= 1
+                if i >= j:
+                    break
+                v[i], v[j] = v[j], v[i]
+                i += 1
+            push((i, last, depth))
+            last = i
+
+
+def _heap_sort(v, first, last, mask):
+    """``std::__partial_sort(first, last, last)``: ``__make_heap`` then ``__sort_heap``."""
+    length = last - first
+    for parent in range((length - 2) // 2, -1, -1):
+        _adjust_heap(v, first, parent, length, v[first + parent], mask)
+    while last - first > 1:
+        last -= 1
+        value = v[last]
+        v[last] = v[first]
+        _adjust_heap(v, first, 0, last - first, value, mask)
+
+
+def _adjust_heap(v, base, hole, length, value, mask):
+    """``std::__adjust_heap`` followed by its ``std::__push_heap``, on ``v[base:base + length]``."""
+    top = hole
+    child = hole
+    while child < (length - 1) // 2:
+        child = 2 * (child + 1)
+        if (v[base + child] | mask) < v[base + child - 1]:
+            child -= 1
+        v[base + hole] = v[base + child]
+        hole = child
+    if length & 1 == 0 and child == (length - 2) // 2:
+        child = 2 * (child + 1)
+        v[base + hole] = v[base + child - 1]
+        hole = child - 1
+    parent = (hole - 1) // 2
+    while hole > top and (v[base + parent] | mask) < value:
+        v[base + hole] = v[base + parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    v[base + hole] = value
+
+
+def _final_insertion_sort(v, n, mask):
+    """``std::__final_insertion_sort``: guarded on the first 16, unguarded after.
+
+    Shifting the run ``v[j + 1:i]`` up by one with a slice gives the same list
+    as libstdc++'s element-by-element moves.
+    """
+    for i in range(1, min(n, _S_THRESHOLD)):
+        value = v[i]
+        above = value | mask
+        if above < v[0]:  # comp(i, first): move_backward(first, i, i + 1)
+            v[1:i + 1] = v[0:i]
+            v[0] = value
+            continue
+        j = i - 1
+        while above < v[j]:
+            j -= 1
+        if j < i - 1:
+            v[j + 2:i + 1] = v[j + 1:i]
+            v[j + 1] = value
+    for i in range(_S_THRESHOLD, n):
+        value = v[i]
+        above = value | mask
+        j = i - 1
+        while above < v[j]:
+            j -= 1
+        if j < i - 1:
+            v[j + 2:i + 1] = v[j + 1:i]
+            v[j + 1] = value

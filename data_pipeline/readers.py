@@ -1,0 +1,117 @@
+"""Readers for the two corpus formats: Zhang et al.'s CSV and fastText's `__label__` lines.
+
+Both yield `Record`s whose tokens are exactly what fastText's `Dictionary::readWord` would
+read from the normalised line, so everything downstream sees one representation.
+"""
+import csv
+import os
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
+
+from .errors import InputError
+from .normalize import LABEL_PREFIX, normalize_csv_record
+
+EOS = b"</s>"
+# fastText's readWord splits on these bytes; bytes.split() covers all but NUL.
+_NUL = b"\x00"
+
+
+@dataclass
+class Record:
+    """One document as fastText reads it: its tokens in line order, ending in EOS."""
+
+    line: int
+    tokens: List[bytes]
+
+    @property
+    def labels(self) -> List[bytes]:
+        """Label tokens, prefix included, as fastText stores them."""
+        return [t for t in self.tokens if t.startswith(LABEL_PREFIX)]
+
+    @property
+    def words(self) -> List[bytes]:
+        return [t for t in self.tokens if not t.startswith(LABEL_PREFIX)]
+
+
+def tokenize(line: bytes) -> List[bytes]:
+    """Split a normalised line as fastText's `readWord` does, appending the EOS token."""
+    tokens = line.replace(_NUL, b" ").split()
+    tokens.append(EOS)
+    return tokens
+
+
+def check_readable_file(path) -> None:
+    """Fail early, naming the path, for anything that is not a readable regular file."""
+    if os.path.isdir(path):
+        raise InputError(path, "is a directory, expected a file")
+    if not os.path.exists(path):
+        raise InputError(path, "no such file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "file is not readable")
+
+
+def _decoded_lines(path) -> Iterator[str]:
+    """Lines of the file as text, rejecting bytes that are not UTF-8 with the line number."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(path, f"not valid UTF-8 (byte {err.start + 1} of the line)", number)
+
+
+def _parse_class_index(path, line, value: str, num_classes: Optional[int]) -> bytes:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise InputError(path, f"label column {value!r} is not a class index (1, 2, ...)", line)
+    if num_classes is not None and int(value) > num_classes:
+        raise InputError(path, f"class {value} is outside 1..{num_classes} of classes.txt", line)
+    return value.strip().encode("ascii")
+
+
+def read_csv_records(path, num_classes: Optional[int] = None) -> Iterator[Record]:
+    """Zhang et al. CSV rows `"class","title"[,"description"...]`, normalised like fastText's script."""
+    reader = csv.reader(_decoded_lines(path), strict=True)
+    try:
+        for fields in reader:
+            line = reader.line_num
+            if not fields or fields == [""]:
+                continue
+            if len(fields) < 2:
+                raise InputError(path, f"expected a class and at least one text column, got {len(fields)} column", line)
+            _parse_class_index(path, line, fields[0], num_classes)
+            yield Record(line, tokenize(normalize_csv_record(fields)))
+    except csv.Error as err:
+        raise InputError(path, f"malformed CSV: {err}", reader.line_num) from None
+
+
+def read_fasttext_records(path) -> Iterator[Record]:
+    """fastText's format: any `__label__X` token is a label, the rest is already-normalised text."""
+    for number, text in enumerate(_decoded_lines(path), start=1):
+        if not text.strip():
+            continue
+        record = Record(number, tokenize(text.encode("utf-8")))
+        if not record.labels:
+            raise InputError(path, "line has no __label__ token", number)
+        yield record
+
+
+def detect_format(path) -> str:
+    return "csv" if str(path).lower().endswith(".csv") else "fasttext"
+
+
+def read_records(path, num_classes: Optional[int] = None) -> Iterator[Record]:
+    """Records of a labelled corpus file, in file order; the format follows the extension."""
+    check_readable_file(path)
+    if detect_format(path) == "csv":
+        yield from read_csv_records(path, num_classes)
+    else:
+        yield from read_fasttext_records(path)
+
+
+def read_class_names(corpus_path) -> Optional[Sequence[str]]:
+    """Names from a `classes.txt` beside a CSV corpus (line k names class k), if present."""
+    path = os.path.join(os.path.dirname(os.path.abspath(corpus_path)), "classes.txt")
+    if detect_format(corpus_path) != "csv" or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return [name.strip() for name in handle if name.strip()]
