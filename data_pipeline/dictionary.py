@@ -12,6 +12,7 @@ import numpy as np
 
 from .cxx_sort import cxx_sort_order
 from .normalize import LABEL_PREFIX
+from .readers import EOS
 
 _FNV_OFFSET = 2166136261
 _FNV_PRIME = 16777619
@@ -132,10 +133,13 @@ class Dictionary:
         """Input rows of many documents at once: (flat int64 ids, int64 offsets of len+1).
 
         Per document the order is fastText's `getLine`: in-vocabulary word ids in text order,
-        then for each position its n-grams of order 2..word_ngrams.
+        then for each position its n-grams of order 2..word_ngrams. Like `getLine`, a
+        document ends at its first EOS token, even a literal `</s>` inside the text.
         """
         word_ids, hashes, lengths = [], [], []
         for words in documents:
+            if EOS in words:
+                words = words[:list(words).index(EOS) + 1]
             lengths.append(len(words))
             for w in words:
                 word_ids.append(self._word_ids.get(w, -1))

@@ -5,11 +5,12 @@ read from the normalised line, so everything downstream sees one representation.
 """
 import csv
 import os
+import sys
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence
 
 from .errors import InputError
-from .normalize import LABEL_PREFIX, normalize_csv_record
+from .normalize import LABEL_PREFIX, normalize_csv_record, normalize_text
 
 EOS = b"</s>"
 # fastText's readWord splits on these bytes; bytes.split() covers all but NUL.
@@ -50,14 +51,34 @@ def check_readable_file(path) -> None:
         raise InputError(path, "file is not readable")
 
 
+def _decode_lines(handle, path) -> Iterator[str]:
+    for number, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(path, f"not valid UTF-8 (byte {err.start + 1} of the line)", number) from None
+
+
 def _decoded_lines(path) -> Iterator[str]:
     """Lines of the file as text, rejecting bytes that are not UTF-8 with the line number."""
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(path, f"not valid UTF-8 (byte {err.start + 1} of the line)", number)
+        yield from _decode_lines(handle, path)
+
+
+def read_text_lines(path: str, normalise: bool) -> Iterator[bytes]:
+    """Unlabelled documents, one per line, from a file or `-` (stdin) for prediction.
+
+    `normalise` applies the training data's normalisation (CSV corpora were normalised
+    like fastText's script; fastText-format corpora are taken as already normalised).
+    """
+    if path == "-":
+        lines = _decode_lines(sys.stdin.buffer, "<stdin>")
+    else:
+        check_readable_file(path)
+        lines = _decoded_lines(path)
+    for text in lines:
+        data = text.rstrip("\n").encode("utf-8")
+        yield normalize_text(data) if normalise else data
 
 
 def _parse_class_index(path, line, value: str, num_classes: Optional[int]) -> bytes:

@@ -19,7 +19,10 @@ from model.checkpoint import load_checkpoint
 from model.fasttext import FastTextClassifier
 from model.metrics import ClassificationReport, classification_report
 
+from .tensors import batch_tensors
+
 CHECKPOINT_FILE = "checkpoint.npz"
+TEXT_NORMALIZATION = "fastText classification-results.sh"
 _PREDICT_BATCH = 2048
 
 
@@ -65,9 +68,8 @@ def predict(model: FastTextClassifier, docs: EncodedDocuments, k: int, ctx: mx.C
         chosen = scorable[start:start + _PREDICT_BATCH]
         batch = make_batch([docs.ids[docs.offsets[d]:docs.offsets[d + 1]] for d in chosen],
                            np.zeros(len(chosen)), 0)
-        rows = model.gather_rows(mx.nd.array(batch.unique_ids, dtype=np.int64, ctx=ctx))
-        bag = mx.nd.sparse.csr_matrix((batch.bag_data, batch.bag_indices, batch.bag_indptr),
-                                      shape=(batch.num_docs, len(batch.unique_ids)), ctx=ctx)
+        ids, bag, _ = batch_tensors(batch, ctx)
+        rows = model.gather_rows(ids)
         for d, ranked in zip(chosen, model.top_k(bag, rows, k, threshold)):
             results[d] = ranked
     return results
@@ -90,6 +92,16 @@ class TrainedModel:
     @property
     def label_names(self) -> Sequence[str]:
         return self.meta["label_names"]
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """Classes of a CSV corpus (from its classes.txt), to validate test files against."""
+        return self.meta.get("num_classes")
+
+    @property
+    def normalises_input(self) -> bool:
+        """Whether raw text must be normalised as the training corpus was."""
+        return self.meta.get("text_normalization") == TEXT_NORMALIZATION
 
 
 def build_model(dictionary: Dictionary, dim: int, loss: str, seed: int) -> FastTextClassifier:

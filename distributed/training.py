@@ -16,16 +16,17 @@ from mxnet import autograd
 
 from data_pipeline.batching import BatchStream
 from data_pipeline.dictionary import Dictionary
-from data_pipeline.readers import read_class_names
+from data_pipeline.readers import detect_format, read_class_names
 from data_pipeline.shards import CorpusSettings, ShardedCorpus, corpus_key, preprocess
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
 
 from .dashboard import Dashboard
 from .exchange import GradientExchange
-from .inference import CHECKPOINT_FILE, build_model, encode_labelled_file, evaluate
+from .inference import CHECKPOINT_FILE, TEXT_NORMALIZATION, build_model, encode_labelled_file, evaluate
 from .progress import ProgressReporter
 from .sharding import open_rank_shards
+from .tensors import batch_tensors, to_device
 from .world import World
 
 
@@ -45,7 +46,7 @@ class TrainConfig:
     min_count: int = 1
     min_count_label: int = 1
     loss: str = "softmax"
-    batch_size: int = 32
+    batch_size: int = 64
     seed: int = 0
     gpu: Optional[int] = None
     k: int = 1
@@ -115,11 +116,11 @@ class Trainer:
         self.world = world
         self.ctx = world.device(config.gpu)
         self.checkpoint_path = os.path.join(config.model_dir, CHECKPOINT_FILE)
+        self.num_classes = len(read_class_names(config.train) or []) or None
         self.corpus = self._prepare_corpus()
         self.dictionary = self.corpus.dictionary
         self.names = label_names(self.dictionary, config.train)
-        num_classes = len(read_class_names(config.train) or []) or None
-        self.test_docs = (encode_labelled_file(config.test, self.dictionary, num_classes)
+        self.test_docs = (encode_labelled_file(config.test, self.dictionary, self.num_classes)
                           if config.test and world.is_root else None)
         self.model = build_model(self.dictionary, config.dim, config.loss, config.seed)
         self.model.initialize(ctx=self.ctx)
@@ -141,11 +142,10 @@ class Trainer:
     def _prepare_corpus(self) -> ShardedCorpus:
         """Root preprocesses (or reuses the cache); the other ranks wait, then open it."""
         config = self.config
-        num_classes = len(read_class_names(config.train) or []) or None
         corpus = None
         if self.world.is_root:
             reporter = ProgressReporter(None, "docs preprocessed")
-            corpus = preprocess(config.train, config.corpus_settings(), config.cache_dir, num_classes,
+            corpus = preprocess(config.train, config.corpus_settings(), config.cache_dir, self.num_classes,
                                 on_progress=reporter.update)
             reporter.close()
         self._barrier()
@@ -181,25 +181,25 @@ class Trainer:
             return
         arrays = {**self.model.state_arrays(self.touched), **self.dictionary.to_arrays()}
         meta = {"config": asdict(self.config), "progress": asdict(self.progress), "finished": finished,
-                "label_names": self.names, "world_size": self.world.size, "metrics": metrics or {}}
+                "label_names": self.names, "num_classes": self.num_classes, "world_size": self.world.size,
+                "text_normalization": TEXT_NORMALIZATION if detect_format(self.config.train) == "csv" else None,
+                "metrics": metrics or {}}
         save_checkpoint(self.checkpoint_path, arrays, meta)
 
     # -- the loop ----------------------------------------------------------------------------
     def _step(self, batch, lr: float):
         ctx = self.ctx
-        ids = mx.nd.array(batch.unique_ids, dtype=np.int64, ctx=ctx)
-        bag = mx.nd.sparse.csr_matrix((batch.bag_data, batch.bag_indices, batch.bag_indptr),
-                                      shape=(batch.num_docs, len(batch.unique_ids)), ctx=ctx)
+        ids, bag, targets = batch_tensors(batch, ctx)
         rows = self.model.gather_rows(ids)
         rows.attach_grad(stype="row_sparse")
         with autograd.record():
-            loss = self.model(bag, rows, mx.nd.array(batch.targets, ctx=ctx)).sum()
+            loss = self.model(bag, rows, targets).sum()
         loss.backward()
         # Every batch column is used, so the row-sparse gradient holds all U rows in order.
         row_ids, row_grads, output_grad = self.exchange.exchange(
             batch.unique_ids, rows.grad.data, self.model.output_matrix.grad(ctx), self.progress.step)
         if row_ids is not batch.unique_ids:
-            ids = mx.nd.array(row_ids, dtype=np.int64, ctx=ctx)
+            ids = to_device(row_ids, ctx)
         sparse_sgd_step(self.model.input_matrix.data(ctx), ids, row_grads, lr)
         self.touched[row_ids] = True
         dense_sgd_step(self.model.output_matrix.data(ctx), output_grad, lr)

@@ -3,11 +3,18 @@ import os
 import sys
 
 
-def limit_cpu_threads(threads):
-    """fastText's --thread: the CPU threads MXNet's operators may use (set before import)."""
+def configure_mxnet(threads, gpu):
+    """Settings MXNet reads once, at import: call before anything imports it.
+
+    fastText's --thread becomes the CPU threads of MXNet's operators. On the CPU, the
+    synchronous engine runs each small operator in the calling thread: our steps are
+    many tiny operators, and handing each to an engine thread costs more than it does.
+    """
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         os.environ["MXNET_CPU_WORKER_NTHREADS"] = str(threads)
+    if gpu is None:
+        os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
 
 
 def run_cli(main) -> None:

@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.common import limit_cpu_threads, run_cli  # noqa: E402
+from launch.common import configure_mxnet, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,7 +40,7 @@ def parse_args(argv=None):
     ft.add_argument("--thread", type=int, help="CPU threads for MXNet operators")
     ft.add_argument("--k", type=int, default=1, help="k of precision/recall@k in evaluation")
     run = parser.add_argument_group("mini-batches and devices")
-    run.add_argument("--batch-size", type=int, default=32, help="documents per step per rank")
+    run.add_argument("--batch-size", type=int, default=64, help="documents per step per rank")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--gpu", type=int, help="GPU index for one process (under Horovod: local rank)")
     run.add_argument("--fp16-allreduce", action="store_true", help="exchange gradients in float16")
@@ -64,7 +64,7 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
-    limit_cpu_threads(args.thread)
+    configure_mxnet(args.thread, args.gpu)
     from distributed.training import TrainConfig, Trainer
     from distributed.world import init_world
     world = init_world()

@@ -4,24 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v mpirun >/dev/null 2>&1 || [ ! -e /usr/include/x86_64-linux-gnu/openmpi ] && [ ! -e /usr/lib/x86_64-linux-gnu/openmpi/include ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null
-  else
-    sudo apt-get update -qq && sudo apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null
-  fi
+# Horovod's MPI controller and mpi4py build against Open MPI's headers.
+if ! command -v mpicc >/dev/null 2>&1; then
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd=sudo
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null
 fi
 
 PY=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 
-if ! python -c "import mxnet, gluonnlp, tensorboardX, horovod.mxnet, fasttext, pytest" 2>/dev/null; then
-  pip install -q --upgrade pip==23.2.1
+if ! python -c "import mxnet, gluonnlp, tensorboardX, horovod.mxnet, fasttext, matplotlib, pytest" 2>/dev/null; then
   pip install -q numpy==1.23.5 mxnet==1.9.1 gluonnlp==0.10.0 tensorboardX==2.6.5 \
       tensorboard==2.21.0 mpi4py==4.1.2 wheel==0.48.0
+  # Horovod compiles against the MXNet installed above, so it cannot build in isolation.
   HOROVOD_WITH_MXNET=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 \
   HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 \
     pip install -q --no-build-isolation --no-cache-dir horovod==0.28.1
-  pip install -q -e ".[dev]" --no-build-isolation
+  pip install -q --no-build-isolation -e ".[dev]"
 fi
+python -c "import horovod.mxnet as hvd; assert hvd.gloo_built(), 'horovod was built without Gloo'"
