@@ -7,7 +7,7 @@ gathers just those rows, and the same (unique ids, row gradients) pair is what g
 updated and, under Horovod, exchanged.
 """
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, Sequence
 
 import numpy as np
 
@@ -29,7 +29,11 @@ class Batch:
 
 
 def make_batch(doc_rows: Sequence[np.ndarray], targets: np.ndarray, num_tokens: int) -> Batch:
-    """Assemble the bag matrix for documents given as arrays of input rows."""
+    """Assemble the bag matrix for documents given as arrays of input rows (maybe none)."""
+    if not doc_rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return Batch(empty, np.zeros(0, dtype=np.float32), empty, np.zeros(1, dtype=np.int64),
+                     np.zeros(0, dtype=np.int32), 0)
     lengths = np.array([len(r) for r in doc_rows], dtype=np.int64)
     rows = np.concatenate(doc_rows).astype(np.int64)
     unique_ids, columns = np.unique(rows, return_inverse=True)
@@ -43,46 +47,46 @@ def make_batch(doc_rows: Sequence[np.ndarray], targets: np.ndarray, num_tokens: 
     return Batch(unique_ids, data, cells % len(unique_ids), indptr, targets.astype(np.int32), int(num_tokens))
 
 
-def shard_batch_sizes(global_batch_size: int, num_shards: int) -> List[int]:
-    """How many documents each shard contributes to every global batch."""
-    base, extra = divmod(global_batch_size, num_shards)
-    return [base + (1 if s < extra else 0) for s in range(num_shards)]
-
-
 class BatchStream:
-    """The slice of every global mini-batch that comes from some of the shards.
+    """This process's part of every global mini-batch of an epoch.
 
-    Global batch j takes, from each shard s, the next `shard_batch_sizes[s]` documents of
-    that shard's own permutation for the epoch. A process owning all shards therefore
-    sees exactly the union of what ranks owning a partition of them see: the global
-    batches do not depend on the number of ranks, only on the global batch size, and
-    every rank runs the same number of steps. Randomness is counter-based (seed, epoch,
-    shard), so a run resumed at batch j continues with exactly the batches it would have
-    seen. A shard that runs out before the epoch's last step wraps around.
+    Shards hold documents round-robin (document i of the corpus is document i // S of
+    shard i % S), so an epoch's global order is that same interleaving with each shard's
+    documents permuted: position i is document perm[i % S][i // S]. Global batch j is
+    positions [j*G, (j+1)*G), and a process keeps the positions of the shards it owns.
+    A process owning all shards therefore sees exactly the union of what ranks owning a
+    partition of them see: batches depend on the global batch size G, never on the number
+    of ranks; every document is seen once per epoch; every rank runs the same number of
+    steps (its share of a step may be empty when G is small). Randomness is counter-based
+    (seed, epoch, shard), so a run resumed at batch j continues with the same batches.
     """
 
     def __init__(self, shards: Dict[int, Shard], docs_per_shard: Sequence[int], global_batch_size: int, seed: int):
         self.shards = shards
+        self.num_shards = len(docs_per_shard)
+        self.num_docs = sum(docs_per_shard)
+        self.global_batch_size = global_batch_size
         self.seed = seed
-        self.per_shard = shard_batch_sizes(global_batch_size, len(docs_per_shard))
-        self.steps_per_epoch = max(1, -(-sum(docs_per_shard) // global_batch_size))
+        self.steps_per_epoch = max(1, -(-self.num_docs // global_batch_size))
+        self._owned = np.zeros(self.num_shards, dtype=bool)
+        self._owned[list(shards)] = True
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
-        """Batches `start_batch`.. of one epoch, as this process's share of each global batch."""
-        plans = []
+        """Batches `start_batch`.. of one epoch (possibly empty ones, see the class doc)."""
+        orders, label_picks = {}, {}
         for s, shard in self.shards.items():
-            if shard.num_docs and self.per_shard[s]:
-                rng = np.random.default_rng([self.seed, epoch, s])
-                plans.append((shard, rng.permutation(shard.num_docs), rng.random(shard.num_docs), self.per_shard[s]))
+            rng = np.random.default_rng([self.seed, epoch, s])
+            orders[s] = rng.permutation(shard.num_docs)
+            label_picks[s] = rng.random(shard.num_docs)
         for j in range(start_batch, self.steps_per_epoch):
+            positions = np.arange(j * self.global_batch_size, min((j + 1) * self.global_batch_size, self.num_docs))
+            positions = positions[self._owned[positions % self.num_shards]]
             doc_rows, targets, num_tokens = [], [], 0
-            for shard, order, label_picks, size in plans:
-                for position in range(j * size, (j + 1) * size):
-                    d = order[position % shard.num_docs]
-                    doc_rows.append(shard.doc_ids(d))
-                    labels = shard.doc_labels(d)
-                    # fastText's softmax trains on one label of a multi-label line, drawn uniformly.
-                    targets.append(labels[int(label_picks[position % shard.num_docs] * len(labels))])
-                    num_tokens += int(shard.num_tokens[d])
-            if doc_rows:
-                yield make_batch(doc_rows, np.array(targets), num_tokens)
+            for s, k in zip(positions % self.num_shards, positions // self.num_shards):
+                shard, d = self.shards[s], orders[s][k]
+                doc_rows.append(shard.doc_ids(d))
+                labels = shard.doc_labels(d)
+                # fastText's softmax trains on one label of a multi-label line, drawn uniformly.
+                targets.append(labels[int(label_picks[s][k] * len(labels))])
+                num_tokens += int(shard.num_tokens[d])
+            yield make_batch(doc_rows, np.array(targets, dtype=np.int32), num_tokens)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .dictionary import Dictionary
 from .errors import InputError
-from .readers import Record, read_records
+from .readers import Record, check_readable_file, read_records
 
 SHARD_FORMAT_VERSION = 1
 _ENCODE_CHUNK = 20_000
@@ -142,6 +142,7 @@ def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
     Two streaming passes over the file: one counts tokens for the dictionary, one encodes
     documents, so memory holds one chunk of documents, not the corpus.
     """
+    check_readable_file(train_path)  # before hashing it, so a bad path is an InputError
     final = os.path.join(cache_dir, corpus_key(train_path, settings))
     if os.path.isfile(os.path.join(final, "meta.json")):
         return ShardedCorpus(final)

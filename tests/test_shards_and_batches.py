@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.batching import BatchStream, make_batch, shard_batch_sizes
+from data_pipeline.batching import BatchStream, make_batch
 from data_pipeline.readers import read_csv_records
 from data_pipeline.shards import CorpusSettings, ShardedCorpus, corpus_key, preprocess
 
@@ -150,17 +150,20 @@ def test_two_ranks_each_owning_half_the_shards_together_see_the_one_rank_batch(c
     one = list(whole.epoch(1))
     halves = [list(rank.epoch(1)) for rank in ranks]
     assert len(one) == len(halves[0]) == len(halves[1]) == whole.steps_per_epoch
-    for batch, b0, b1 in zip(one, *halves):
-        assert batch.num_docs == global_batch == b0.num_docs + b1.num_docs
+    for j, (batch, b0, b1) in enumerate(zip(one, *halves)):
+        assert batch.num_docs == min(global_batch, 6000 - j * global_batch) == b0.num_docs + b1.num_docs
         assert batch_docs(batch) == batch_docs(b0) + batch_docs(b1)
         assert batch.num_tokens == b0.num_tokens + b1.num_tokens
 
 
-def test_each_shard_contributes_its_share_of_the_global_batch():
-    """The global batch is split over shards as evenly as possible, extra documents to the first."""
-    assert shard_batch_sizes(50, 4) == [13, 13, 12, 12]
-    assert shard_batch_sizes(64, 4) == [16, 16, 16, 16]
-    assert sum(shard_batch_sizes(1001, 8)) == 1001
+@pytest.mark.parametrize("global_batch", [3, 10, GLOBAL_BATCH])
+def test_an_epoch_sees_every_document_exactly_once(corpus, global_batch):
+    """Whatever the global batch size, an epoch is a permutation of the corpus."""
+    (everything,) = BatchStream(all_shards(corpus), corpus.docs_per_shard, 6000, seed=5).epoch(0)
+    seen = Counter()
+    for batch in BatchStream(all_shards(corpus), corpus.docs_per_shard, global_batch, seed=5).epoch(0):
+        seen += batch_docs(batch)
+    assert sum(seen.values()) == 6000 and seen == batch_docs(everything)
 
 
 def test_make_batch_rows_sum_to_one_and_give_the_dense_bag_mean():
