@@ -47,11 +47,11 @@ class GradientExchange:
     def _wire(self, array: mx.nd.NDArray) -> mx.nd.NDArray:
         return array.astype(np.float16) if self.fp16 else array
 
-    def exchange(self, ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, step: int):
-        """Returns (ids, summed row gradients, summed output gradient) for this step."""
+    def exchange(self, ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, counts: np.ndarray):
+        """Sum over ranks: (row ids, their summed gradients, output gradient, `counts`)."""
         if self.world.size == 1:
             self.last = ExchangeStats()
-            return ids, row_grads, output_grad
+            return ids, row_grads, output_grad, counts
         hvd = self.world.hvd
         start = time.perf_counter()
         ctx = row_grads.context

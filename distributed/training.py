@@ -14,7 +14,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
-from data_pipeline.batching import BatchStream
+from data_pipeline.batching import Batch, BatchStream
 from data_pipeline.dictionary import Dictionary
 from data_pipeline.readers import detect_format, read_class_names
 from data_pipeline.shards import CorpusSettings, ShardedCorpus, corpus_key, preprocess
@@ -80,6 +80,48 @@ class NonFiniteLoss(Exception):
     pass
 
 
+class ThroughputMeter:
+    """Loss and throughput since the last log point, and totals over the run.
+
+    The loss is summed on the device and read only when a window closes, so logging does
+    not force a device sync every step.
+    """
+
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+        self.start = time.perf_counter()
+        self.total_examples = self.total_tokens = 0
+        self._open()
+
+    def _open(self):
+        self.window_start = time.perf_counter()
+        self.loss_sum, self.docs, self.global_docs, self.global_tokens = None, 0, 0, 0
+
+    def add(self, loss, batch: Batch, global_docs: int, global_tokens: int):
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+        self.docs += batch.num_docs
+        self.global_docs += int(global_docs)
+        self.global_tokens += int(global_tokens)
+
+    def close_window(self) -> Optional[dict]:
+        """The window's mean loss (this rank's documents) and global rates; None if empty."""
+        if self.loss_sum is None:
+            return None
+        seconds = max(time.perf_counter() - self.window_start, 1e-9)
+        window = {"loss": self.loss_sum.asscalar() / max(self.docs, 1), "examples": self.global_docs,
+                  "examples_per_second": self.global_docs / seconds,
+                  "tokens_per_second": self.global_tokens / seconds}
+        self.total_examples += self.global_docs
+        self.total_tokens += self.global_tokens
+        self._open()
+        return window
+
+    def totals(self) -> dict:
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        return {"train_seconds": seconds, "examples_per_second": self.total_examples / seconds,
+                "tokens_per_second": self.total_tokens / seconds, "world_size": self.world_size}
+
+
 class _StopRequest:
     """SIGINT/SIGTERM end the run at the next step boundary, with a checkpoint."""
 
@@ -134,7 +176,6 @@ class Trainer:
         # Horovod: each rank reads its shards; the global batch is size x --batch-size.
         self.stream = BatchStream(open_rank_shards(self.corpus, world), self.corpus.docs_per_shard,
                                   config.batch_size * world.size, config.seed)
-        self.steps_per_epoch = self.stream.steps_per_epoch
         self.total_tokens = config.epoch * sum(self.corpus.tokens_per_shard)
         self.dashboard = Dashboard(config.logdir, world.is_root)
 
@@ -187,88 +228,80 @@ class Trainer:
         save_checkpoint(self.checkpoint_path, arrays, meta)
 
     # -- the loop ----------------------------------------------------------------------------
-    def _step(self, batch, lr: float):
-        ctx = self.ctx
+    def _step(self, batch: Batch, lr: float):
+        """One SGD step; returns (summed loss of this rank's documents, global [docs, tokens])."""
+        ctx, model = self.ctx, self.model
         ids, bag, targets = batch_tensors(batch, ctx)
-        rows = self.model.gather_rows(ids)
-        rows.attach_grad(stype="row_sparse")
-        with autograd.record():
-            loss = self.model(bag, rows, targets).sum()
-        loss.backward()
-        # Every batch column is used, so the row-sparse gradient holds all U rows in order.
-        row_ids, row_grads, output_grad = self.exchange.exchange(
-            batch.unique_ids, rows.grad.data, self.model.output_matrix.grad(ctx), self.progress.step)
-        if row_ids is not batch.unique_ids:
-            ids = to_device(row_ids, ctx)
-        sparse_sgd_step(self.model.input_matrix.data(ctx), ids, row_grads, lr)
-        self.touched[row_ids] = True
-        dense_sgd_step(self.model.output_matrix.data(ctx), output_grad, lr)
-        return loss
+        if batch.num_docs:
+            rows = model.gather_rows(ids)
+            rows.attach_grad(stype="row_sparse")
+            with autograd.record():
+                loss = model(bag, rows, targets).sum()
+            loss.backward()
+            # Every batch column is used, so the row-sparse gradient holds all U rows in order.
+            row_grads, output_grad = rows.grad.data, model.output_matrix.grad(ctx)
+        else:  # under Horovod a rank's share of a small global batch can be empty
+            loss = mx.nd.zeros(1, ctx=ctx)
+            row_grads, output_grad = mx.nd.zeros((0, self.config.dim), ctx=ctx), model.output_matrix.grad(ctx) * 0
+        row_ids, row_grads, output_grad, counts = self.exchange.exchange(
+            batch.unique_ids, row_grads, output_grad, np.array([batch.num_docs, batch.num_tokens]))
+        if len(row_ids):
+            sparse_sgd_step(model.input_matrix.data(ctx), to_device(row_ids, ctx), row_grads, lr)
+            self.touched[row_ids] = True
+        dense_sgd_step(model.output_matrix.data(ctx), output_grad, lr)
+        return loss, counts
 
     def train(self) -> dict:
-        config, progress = self.config, self.progress
-        if self.world.is_root:
-            self.dashboard.settings(asdict(config))
-        reporter = ProgressReporter(config.epoch * self.steps_per_epoch * config.batch_size * self.world.size,
-                                    "examples", enabled=self.world.is_root)
-        done_before = (progress.epoch * self.steps_per_epoch + progress.batch) * config.batch_size * self.world.size
-        start = time.perf_counter()
-        train_seconds = 0.0
-        examples = tokens = 0
+        """Run the remaining epochs; returns the final metrics (test metrics if --test)."""
+        config, progress, world = self.config, self.progress, self.world
+        self.dashboard.settings(asdict(config))
+        reporter = ProgressReporter(config.epoch * self.stream.num_docs, "examples", enabled=world.is_root)
+        done_before = progress.epoch * self.stream.num_docs + progress.batch * self.stream.global_batch_size
+        meter = ThroughputMeter(world.size)
         report = None
         with _StopRequest() as stop:
             while progress.epoch < config.epoch:
-                loss_sum, loss_docs, window_start, window_examples, window_tokens = None, 0, time.perf_counter(), 0, 0
                 for batch in self.stream.epoch(progress.epoch, progress.batch):
                     lr = linear_decay_lr(config.lr, progress.tokens / self.total_tokens)
-                    loss = self._step(batch, lr)
-                    loss_sum = loss if loss_sum is None else loss_sum + loss
-                    loss_docs += batch.num_docs
+                    loss, (global_docs, global_tokens) = self._step(batch, lr)
+                    meter.add(loss, batch, global_docs, global_tokens)
                     progress.batch += 1
                     progress.step += 1
-                    progress.tokens += batch.num_tokens * self.world.size
-                    window_examples += batch.num_docs
-                    window_tokens += batch.num_tokens
+                    progress.tokens += int(global_tokens)
                     if progress.step % config.log_every == 0 or stop.signum:
-                        mean_loss = loss_sum.asscalar() / loss_docs
-                        if not math.isfinite(mean_loss):
-                            raise NonFiniteLoss(f"loss became {mean_loss} at epoch {progress.epoch + 1}, "
-                                                f"step {progress.step}: lower --lr (now {config.lr})")
-                        now = time.perf_counter()
-                        rate = window_examples / (now - window_start)
-                        self.dashboard.scalars(progress.step, {
-                            "train/loss": mean_loss, "train/learning_rate": lr,
-                            "train/examples_per_second": rate * self.world.size,
-                            "train/tokens_per_second": window_tokens / (now - window_start) * self.world.size})
-                        reporter.update(window_examples * self.world.size, done_before, loss=mean_loss, lr=lr)
-                        examples += window_examples
-                        tokens += window_tokens
-                        loss_sum, loss_docs, window_start, window_examples, window_tokens = None, 0, now, 0, 0
+                        self._log(meter, lr, reporter, done_before)
                     if stop.signum:
                         self._save(finished=False)
                         reporter.close()
                         raise KeyboardInterrupt(f"stopped by signal {stop.signum} at epoch {progress.epoch + 1}, "
                                                 f"batch {progress.batch}; checkpoint saved, continue with --resume")
-                mx.nd.waitall()
-                examples += window_examples
-                tokens += window_tokens
-                train_seconds = time.perf_counter() - start
+                self._log(meter, lr, reporter, done_before)
                 progress.epoch += 1
                 progress.batch = 0
                 report = self._evaluate(progress.step)
                 self._save(finished=progress.epoch == config.epoch,
                            metrics=report.as_dict(self.names) if report else None)
         reporter.close()
-        train_seconds = time.perf_counter() - start
-        metrics = {"train_seconds": train_seconds,
-                   "examples_per_second": examples * self.world.size / max(train_seconds, 1e-9),
-                   "tokens_per_second": tokens * self.world.size / max(train_seconds, 1e-9),
-                   "world_size": self.world.size}
+        metrics = meter.totals()
         if report:
             metrics.update(report.as_dict(self.names))
-            self.dashboard.hparams(asdict(self.config), {"accuracy": report.accuracy})
+            self.dashboard.hparams(asdict(config), {"accuracy": report.accuracy})
         self.dashboard.close()
         return metrics
+
+    def _log(self, meter: "ThroughputMeter", lr: float, reporter: ProgressReporter, done_before: int):
+        """Close the meter's window: check the loss, write scalars, move the progress bar."""
+        window = meter.close_window()
+        if window is None:
+            return
+        if not math.isfinite(window["loss"]):
+            raise NonFiniteLoss(f"loss became {window['loss']} at epoch {self.progress.epoch + 1}, "
+                                f"step {self.progress.step}: lower --lr (now {self.config.lr})")
+        self.dashboard.scalars(self.progress.step, {
+            "train/loss": window["loss"], "train/learning_rate": lr,
+            "train/examples_per_second": window["examples_per_second"],
+            "train/tokens_per_second": window["tokens_per_second"]})
+        reporter.update(window["examples"], done_before, loss=window["loss"], lr=lr)
 
     def _evaluate(self, step: int):
         if self.test_docs is None:
