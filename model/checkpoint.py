@@ -6,6 +6,7 @@ so a crash leaves either the previous checkpoint or the new one, never half of o
 import json
 import os
 import tempfile
+import zipfile
 from typing import Dict, Tuple
 
 import numpy as np
@@ -44,7 +45,7 @@ def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         meta = json.loads(arrays.pop(_META_KEY).tobytes())
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path}: not a checkpoint of this project ({err})") from None
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: not a checkpoint of this project")

@@ -1,0 +1,61 @@
+"""Shared fixtures: the repository, the bundled AG News sample, and a CLI runner.
+
+The end-to-end tests run the real entry points (`launch/*.py`) as subprocesses, as a
+user would, on real AG News rows.
+"""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AG_NEWS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news_mini"
+
+# Small and fast: a tiny vector size and hash table.
+TINY_SETTINGS = ("--epoch", "2", "--dim", "5", "--bucket", "10000", "--word-ngrams", "2", "--lr", "0.25")
+
+
+def run_cli(script: str, *args, input=None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run `launch/<script>.py ARGS` with this interpreter from the repository root.
+
+    `input` (bytes) is fed to stdin; stdout and stderr come back as text, undecodable
+    bytes replaced, so a test can read them whatever the program wrote.
+    """
+    command = [sys.executable, str(REPO / "launch" / f"{script}.py"), *map(str, args)]
+    done = subprocess.run(command, cwd=REPO, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                          capture_output=True, timeout=timeout)
+    return subprocess.CompletedProcess(done.args, done.returncode,
+                                       done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
+
+
+def write_sample(directory: Path, train_rows: int, test_rows: int) -> Path:
+    """The first rows of the real train/test CSVs, with classes.txt beside them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train.csv", train_rows), ("test.csv", test_rows)):
+        with open(AG_NEWS / name, "rb") as source:
+            lines = [line for _, line in zip(range(rows), source)]
+        assert len(lines) == rows, f"{AG_NEWS / name} has fewer than {rows} rows"
+        (directory / name).write_bytes(b"".join(lines))
+    shutil.copy(AG_NEWS / "classes.txt", directory / "classes.txt")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """train.csv (600 real rows), test.csv (200 real rows) and classes.txt."""
+    return write_sample(tmp_path_factory.mktemp("tiny_data"), 600, 200)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_data_dir) -> Path:
+    """A model trained once per session on `tiny_data_dir`; tests must not modify it."""
+    root = tmp_path_factory.mktemp("tiny_model")
+    model_dir = root / "model"
+    done = run_cli("train", "--train", tiny_data_dir / "train.csv", "--test", tiny_data_dir / "test.csv",
+                   "--model-dir", model_dir, "--logdir", model_dir / "tb", "--cache-dir", root / "cache",
+                   *TINY_SETTINGS)
+    assert done.returncode == 0, done.stderr
+    assert (model_dir / "checkpoint.npz").is_file()
+    return model_dir

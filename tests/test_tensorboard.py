@@ -1,0 +1,176 @@
+"""What training logs is what a real TensorBoard server shows.
+
+One model is trained on real AG News rows with a logdir; a `tensorboard` process serves
+that logdir and every check reads the data back through its HTTP API, as the web UI does.
+"""
+import html
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, write_sample
+
+BASE_LR = 0.5
+EPOCHS = 5
+SCALAR_TAGS = ("train/loss", "train/learning_rate", "train/examples_per_second", "train/tokens_per_second",
+               "test/accuracy", "test/precision_at_1", "test/recall_at_1")
+TENSORBOARD = Path(sys.executable).parent / "tensorboard"
+START_TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained with TensorBoard logging, and evaluate.py's report on its test file."""
+    root = tmp_path_factory.mktemp("tensorboard_run")
+    data = write_sample(root / "data", 2000, 200)
+    model_dir, logdir = root / "model", root / "model" / "tb"
+    done = run_cli("train", "--train", data / "train.csv", "--test", data / "test.csv", "--model-dir", model_dir,
+                   "--logdir", logdir, "--cache-dir", root / "cache", "--epoch", EPOCHS, "--dim", "5",
+                   "--bucket", "10000", "--word-ngrams", "2", "--lr", BASE_LR, "--log-every", "5")
+    assert done.returncode == 0, done.stderr
+    report_path = root / "report.json"
+    done = run_cli("evaluate", "--model-dir", model_dir, "--test", data / "test.csv", "--metrics-out", report_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(report_path.read_text())
+    printed = [line for line in done.stdout.splitlines() if line.startswith("accuracy\t")]
+    assert printed and abs(float(printed[0].split("\t")[1]) - report["accuracy"]) < 5e-5
+    return {"logdir": logdir, "report": report}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TensorBoardClient:
+    def __init__(self, base: str):
+        self.base = base
+
+    def get(self, path: str, **params):
+        """GET `path` with query `params`: JSON decoded, or raw bytes for anything else."""
+        url = self.base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = response.read()
+            if response.headers.get_content_type() == "application/json":
+                return json.loads(body)
+            return body
+
+    def scalars(self, run: str, tag: str):
+        """(step, value) pairs of a scalar series, in step order."""
+        points = self.get("/data/plugin/scalars/scalars", run=run, tag=tag)
+        return sorted((step, value) for _wall_time, step, value in points)
+
+
+def loaded(client: TensorBoardClient) -> bool:
+    """The server lists the run and has read every epoch's test accuracy and the hparams run."""
+    try:
+        runs = client.get("/data/runs")
+        if "." not in runs or "hparams" not in runs:
+            return False
+        return len(client.scalars(".", "test/accuracy")) == EPOCHS
+    except (urllib.error.URLError, ConnectionError, OSError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def tensorboard(trained, tmp_path_factory):
+    """A real TensorBoard server on a free local port, serving the run; stopped afterwards."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("tensorboard_server") / "server.log", "w+b")
+    server = subprocess.Popen([str(TENSORBOARD), "--logdir", str(trained["logdir"]), "--host", "127.0.0.1",
+                               "--port", str(port), "--load_fast=false"],
+                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        client = TensorBoardClient(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not loaded(client):
+            if server.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"tensorboard did not serve the run (exit {server.poll()}):\n{log.read().decode()}")
+            time.sleep(0.5)
+        yield client
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def test_every_training_and_test_scalar_is_served(tensorboard):
+    """Loss, learning rate, both throughputs and the three test metrics are scalar tags of the run."""
+    tags = tensorboard.get("/data/plugin/scalars/tags")["."]
+    for tag in SCALAR_TAGS:
+        assert tag in tags, sorted(tags)
+
+
+def test_throughput_scalars_are_positive_and_finite(tensorboard):
+    """examples/s and tokens/s are real rates at every logged step."""
+    for tag in ("train/examples_per_second", "train/tokens_per_second"):
+        values = [v for _, v in tensorboard.scalars(".", tag)]
+        assert len(values) > 5
+        assert all(math.isfinite(v) and v > 0 for v in values), values
+
+
+def test_learning_rate_decreases_within_zero_and_base_lr(tensorboard):
+    """The logged learning rate decays linearly from --lr: strictly falling, always in (0, lr]."""
+    points = tensorboard.scalars(".", "train/learning_rate")
+    assert len(points) > 10
+    values = [v for _, v in points]
+    assert all(0 < v <= BASE_LR * (1 + 1e-6) for v in values), values
+    assert all(later < earlier for earlier, later in zip(values, values[1:])), values
+
+
+def test_training_loss_is_finite_and_falls(tensorboard):
+    """Every logged loss is finite, and the last is below the first."""
+    values = [v for _, v in tensorboard.scalars(".", "train/loss")]
+    assert len(values) > 10
+    assert all(math.isfinite(v) for v in values), values
+    assert values[-1] < values[0], values
+
+
+def test_test_accuracy_is_logged_per_epoch_and_ends_at_evaluate_accuracy(tensorboard, trained):
+    """One accuracy per epoch; the last is what evaluate.py reports for the saved model."""
+    points = tensorboard.scalars(".", "test/accuracy")
+    assert len(points) == EPOCHS
+    assert len({step for step, _ in points}) == EPOCHS
+    final = points[-1][1]
+    assert final == pytest.approx(trained["report"]["accuracy"], abs=1e-6)
+    assert final > 0.5
+    for tag in ("test/precision_at_1", "test/recall_at_1"):
+        assert len(tensorboard.scalars(".", tag)) == EPOCHS
+
+
+def test_confusion_matrix_image_is_served_per_epoch_as_png(tensorboard):
+    """The confusion matrix is an image tag with one PNG per epoch."""
+    tags = tensorboard.get("/data/plugin/images/tags")["."]
+    assert "test/confusion_matrix" in tags, tags
+    images = tensorboard.get("/data/plugin/images/images", run=".", tag="test/confusion_matrix", sample=0)
+    assert len(images) == EPOCHS
+    png = tensorboard.get("/data/plugin/images/individualImage?" + images[-1]["query"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_run_settings_are_served_as_text(tensorboard):
+    """The run's settings are a text tag holding the flags it was trained with."""
+    tags = tensorboard.get("/data/plugin/text/tags")["."]
+    settings_tag = next((tag for tag in tags if tag.startswith("run/settings")), None)
+    assert settings_tag is not None, tags
+    entries = tensorboard.get("/data/plugin/text/text", run=".", tag=settings_tag)
+    assert entries
+    text = html.unescape(entries[0]["text"])
+    assert f'"lr": {BASE_LR}' in text and f'"epoch": {EPOCHS}' in text and '"log_every": 5' in text
