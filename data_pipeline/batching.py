@@ -2,7 +2,7 @@
 
 A batch never touches the full input matrix: its documents' rows are remapped to the
 sorted unique ids they use (`np.unique(..., return_inverse=True)`), and the bag mean is a
-CSR matrix (documents x unique rows) whose entries are count / document length. The model
+CSR matrix (documents x unique rows) whose entries sum to count / document length. The model
 gathers just those rows, and the same (unique ids, row gradients) pair is what gets
 updated and, under Horovod, exchanged.
 """
@@ -28,23 +28,29 @@ class Batch:
         return len(self.targets)
 
 
-def make_batch(doc_rows: Sequence[np.ndarray], targets: np.ndarray, num_tokens: int) -> Batch:
-    """Assemble the bag matrix for documents given as arrays of input rows (maybe none)."""
-    if not doc_rows:
-        empty = np.zeros(0, dtype=np.int64)
-        return Batch(empty, np.zeros(0, dtype=np.float32), empty, np.zeros(1, dtype=np.int64),
-                     np.zeros(0, dtype=np.int32), 0)
-    lengths = np.array([len(r) for r in doc_rows], dtype=np.int64)
-    rows = np.concatenate(doc_rows).astype(np.int64)
+def gather_documents(ids: np.ndarray, offsets: np.ndarray, docs: np.ndarray):
+    """(concatenated input rows, lengths) of documents `docs` of a flat (ids, offsets) store."""
+    starts = offsets[docs]
+    lengths = offsets[docs + 1] - starts
+    first_of_doc = np.cumsum(lengths) - lengths
+    positions = np.arange(lengths.sum()) + np.repeat(starts - first_of_doc, lengths)
+    return np.asarray(ids[positions], dtype=np.int64), lengths
+
+
+def make_batch(rows: np.ndarray, lengths: np.ndarray, targets: np.ndarray, num_tokens: int) -> Batch:
+    """The bag matrix of documents given as their concatenated input rows and lengths.
+
+    A row a document uses k times appears k times in its CSR row, each with weight
+    1/length: MXNet's CSR dot sums duplicates, so no second sort is needed to merge them.
+    """
+    indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    if not len(rows):
+        return Batch(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64),
+                     indptr, targets.astype(np.int32), int(num_tokens))
     unique_ids, columns = np.unique(rows, return_inverse=True)
-    doc_of_row = np.repeat(np.arange(len(doc_rows), dtype=np.int64), lengths)
-    # One CSR entry per (document, row): a repeated row adds its weight once per occurrence.
-    cells, counts = np.unique(doc_of_row * len(unique_ids) + columns, return_counts=True)
-    cell_docs = cells // len(unique_ids)
-    indptr = np.zeros(len(doc_rows) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(cell_docs, minlength=len(doc_rows)), out=indptr[1:])
-    data = (counts / lengths[cell_docs]).astype(np.float32)
-    return Batch(unique_ids, data, cells % len(unique_ids), indptr, targets.astype(np.int32), int(num_tokens))
+    weights = np.repeat((1.0 / np.maximum(lengths, 1)).astype(np.float32), lengths)
+    return Batch(unique_ids, weights, columns.astype(np.int64), indptr, targets.astype(np.int32), int(num_tokens))
 
 
 class BatchStream:
@@ -80,13 +86,17 @@ class BatchStream:
             label_picks[s] = rng.random(shard.num_docs)
         for j in range(start_batch, self.steps_per_epoch):
             positions = np.arange(j * self.global_batch_size, min((j + 1) * self.global_batch_size, self.num_docs))
-            positions = positions[self._owned[positions % self.num_shards]]
-            doc_rows, targets, num_tokens = [], [], 0
-            for s, k in zip(positions % self.num_shards, positions // self.num_shards):
-                shard, d = self.shards[s], orders[s][k]
-                doc_rows.append(shard.doc_ids(d))
-                labels = shard.doc_labels(d)
-                # fastText's softmax trains on one label of a multi-label line, drawn uniformly.
-                targets.append(labels[int(label_picks[s][k] * len(labels))])
-                num_tokens += int(shard.num_tokens[d])
-            yield make_batch(doc_rows, np.array(targets, dtype=np.int32), num_tokens)
+            parts = [self._shard_part(s, orders[s], label_picks[s], positions[positions % self.num_shards == s]
+                                      // self.num_shards) for s in self.shards]
+            rows, lengths, targets, tokens = (np.concatenate(column) for column in zip(*parts))
+            yield make_batch(rows, lengths, targets, int(tokens.sum()))
+
+    def _shard_part(self, s: int, order: np.ndarray, label_picks: np.ndarray, ks: np.ndarray):
+        """Rows, lengths, targets and token counts of shard s's documents at permuted places ks."""
+        shard, docs = self.shards[s], order[ks]
+        rows, lengths = gather_documents(shard.ids, shard.offsets, docs)
+        first_label = shard.label_offsets[docs]
+        num_labels = shard.label_offsets[docs + 1] - first_label
+        # fastText's softmax trains on one label of a multi-label line, drawn uniformly.
+        targets = shard.label_ids[first_label + (label_picks[ks] * num_labels).astype(np.int64)]
+        return rows, lengths, targets, shard.num_tokens[docs]

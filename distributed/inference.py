@@ -10,7 +10,7 @@ from typing import Iterable, List, Optional, Sequence
 import mxnet as mx
 import numpy as np
 
-from data_pipeline.batching import make_batch
+from data_pipeline.batching import gather_documents, make_batch
 from data_pipeline.dictionary import Dictionary
 from data_pipeline.errors import InputError
 from data_pipeline.normalize import LABEL_PREFIX
@@ -65,9 +65,8 @@ def predict(model: FastTextClassifier, docs: EncodedDocuments, k: int, ctx: mx.C
     results: List[list] = [[] for _ in range(len(docs))]
     scorable = [d for d in range(len(docs)) if docs.offsets[d + 1] > docs.offsets[d]]
     for start in range(0, len(scorable), _PREDICT_BATCH):
-        chosen = scorable[start:start + _PREDICT_BATCH]
-        batch = make_batch([docs.ids[docs.offsets[d]:docs.offsets[d + 1]] for d in chosen],
-                           np.zeros(len(chosen)), 0)
+        chosen = np.array(scorable[start:start + _PREDICT_BATCH])
+        batch = make_batch(*gather_documents(docs.ids, docs.offsets, chosen), np.zeros(len(chosen)), 0)
         ids, bag, _ = batch_tensors(batch, ctx)
         rows = model.gather_rows(ids)
         for d, ranked in zip(chosen, model.top_k(bag, rows, k, threshold)):

@@ -3,12 +3,17 @@
 The end-to-end tests run the real entry points (`launch/*.py`) as subprocesses, as a
 user would, on real AG News rows.
 """
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# In-process training runs MXNet as the CLI does on the CPU (launch.common.configure_mxnet);
+# it must be set before anything imports mxnet.
+os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
 
 REPO = Path(__file__).resolve().parents[1]
 AG_NEWS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news_mini"
@@ -55,6 +60,7 @@ def tiny_model_dir(tmp_path_factory, tiny_data_dir) -> Path:
     model_dir = root / "model"
     done = run_cli("train", "--train", tiny_data_dir / "train.csv", "--test", tiny_data_dir / "test.csv",
                    "--model-dir", model_dir, "--logdir", model_dir / "tb", "--cache-dir", root / "cache",
+                   "--metrics-out", model_dir / "metrics.json",
                    *TINY_SETTINGS)
     assert done.returncode == 0, done.stderr
     assert (model_dir / "checkpoint.npz").is_file()

@@ -1,0 +1,63 @@
+"""Checkpoints: a run stopped mid-epoch and resumed ends with the weights of an unstopped run."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from conftest import REPO
+
+
+def train_command(data_dir, model_dir, cache_dir, *extra):
+    return [sys.executable, str(REPO / "launch" / "train.py"), "--train", str(data_dir / "train.csv"),
+            "--model-dir", str(model_dir), "--cache-dir", str(cache_dir), "--epoch", "12", "--dim", "5",
+            "--bucket", "20000", "--word-ngrams", "2", "--lr", "0.25", "--batch-size", "8", "--seed", "3", *extra]
+
+
+def checkpoint(model_dir):
+    with np.load(model_dir / "checkpoint.npz", allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    return arrays, json.loads(arrays.pop("__meta__").tobytes())
+
+
+def test_resume_gives_same_weights(tmp_path, tiny_data_dir):
+    """SIGTERM mid-run saves a checkpoint at the step boundary; --resume then matches bit for bit."""
+    cache = tmp_path / "cache"
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    subprocess.run(train_command(tiny_data_dir, whole, cache), check=True, capture_output=True, cwd=REPO)
+
+    run = subprocess.Popen(train_command(tiny_data_dir, stopped, cache), cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (stopped / "checkpoint.npz").exists() and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr.decode()
+    assert "continue with --resume" in stderr.decode()
+    _, meta = checkpoint(stopped)
+    assert not meta["finished"] and meta["progress"]["epoch"] < 12
+
+    subprocess.run(train_command(tiny_data_dir, stopped, cache, "--resume"), check=True, capture_output=True,
+                   cwd=REPO)
+    expected, expected_meta = checkpoint(whole)
+    resumed, resumed_meta = checkpoint(stopped)
+    assert resumed_meta["finished"] and resumed_meta["progress"] == expected_meta["progress"]
+    for name in ("input_rows", "input_values", "output_matrix"):
+        np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+
+
+def test_resume_refuses_changed_settings(tmp_path, tiny_data_dir):
+    """Continuing with another learning rate would not be the same run: say which setting differs."""
+    model_dir, cache = tmp_path / "model", tmp_path / "cache"
+    command = train_command(tiny_data_dir, model_dir, cache)
+    command[command.index("--epoch") + 1] = "1"
+    subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+    before = (model_dir / "checkpoint.npz").read_bytes()
+    command[command.index("--lr") + 1] = "0.5"
+    done = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode != 0
+    assert "--lr 0.25 (was) vs 0.5" in done.stderr and "Traceback" not in done.stderr
+    assert (model_dir / "checkpoint.npz").read_bytes() == before
