@@ -16,8 +16,11 @@ def to_device(array: np.ndarray, ctx: mx.Context) -> mx.nd.NDArray:
 
 
 def batch_tensors(batch: Batch, ctx: mx.Context):
-    """(unique row ids, CSR bag matrix, targets) of a batch as NDArrays on `ctx`."""
+    """(unique row ids, CSR bag matrix, targets) of a batch as NDArrays on `ctx`.
+
+    Targets are float32, the label type of MXNet's softmax_cross_entropy (exact below 2^24).
+    """
     bag = mx.nd.sparse.csr_matrix(
         (to_device(batch.bag_data, ctx), to_device(batch.bag_indices, ctx), to_device(batch.bag_indptr, ctx)),
         shape=(batch.num_docs, len(batch.unique_ids)), ctx=ctx)
-    return to_device(batch.unique_ids, ctx), bag, to_device(batch.targets, ctx)
+    return to_device(batch.unique_ids, ctx), bag, to_device(batch.targets.astype(np.float32), ctx)

@@ -35,7 +35,7 @@ class SeededUniform(mx.init.Initializer):
 
 
 class FastTextClassifier(gluon.HybridBlock):
-    """Per-document loss of a batch given its bag matrix and its gathered input rows.
+    """Summed loss of a batch's documents given its bag matrix and its gathered input rows.
 
     `bag` is a CSR (documents x U) of weights count/length over the batch's U unique rows,
     `rows` the (U, dim) input rows themselves, `targets` the (documents,) label ids.
@@ -91,10 +91,10 @@ class FastTextClassifier(gluon.HybridBlock):
         hidden = self.hidden(F, bag, rows)
         if self.tree is None:
             scores = F.FullyConnected(hidden, output_matrix, no_bias=True, num_hidden=self.num_labels)
-            return -F.pick(F.log_softmax(scores), targets)
+            return F.softmax_cross_entropy(scores, targets)
         return hs_loss(F, hidden, output_matrix,
                        F.take(tree["paths"], targets), F.take(tree["codes"], targets),
-                       F.take(tree["path_mask"], targets))
+                       F.take(tree["path_mask"], targets)).sum()
 
     def top_k(self, bag, rows, k: int, threshold: float = 0.0):
         """fastText's `predict`: per document, up to k (label id, probability) pairs, best first."""
