@@ -11,6 +11,7 @@ from typing import Dict, Iterator, Sequence
 
 import numpy as np
 
+from .ragged import gather_rows, offsets_of
 from .shards import Shard
 
 
@@ -28,29 +29,20 @@ class Batch:
         return len(self.targets)
 
 
-def gather_documents(ids: np.ndarray, offsets: np.ndarray, docs: np.ndarray):
-    """(concatenated input rows, lengths) of documents `docs` of a flat (ids, offsets) store."""
-    starts = offsets[docs]
-    lengths = offsets[docs + 1] - starts
-    first_of_doc = np.cumsum(lengths) - lengths
-    positions = np.arange(lengths.sum()) + np.repeat(starts - first_of_doc, lengths)
-    return np.asarray(ids[positions], dtype=np.int64), lengths
-
-
 def make_batch(rows: np.ndarray, lengths: np.ndarray, targets: np.ndarray, num_tokens: int) -> Batch:
     """The bag matrix of documents given as their concatenated input rows and lengths.
 
     A row a document uses k times appears k times in its CSR row, each with weight
     1/length: MXNet's CSR dot sums duplicates, so no second sort is needed to merge them.
     """
-    indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
+    indptr = offsets_of(lengths)
     if not len(rows):
         return Batch(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64),
                      indptr, targets.astype(np.int32), int(num_tokens))
     unique_ids, columns = np.unique(rows, return_inverse=True)
     weights = np.repeat((1.0 / np.maximum(lengths, 1)).astype(np.float32), lengths)
-    return Batch(unique_ids, weights, columns.astype(np.int64), indptr, targets.astype(np.int32), int(num_tokens))
+    return Batch(unique_ids.astype(np.int64), weights, columns.astype(np.int64), indptr, targets.astype(np.int32),
+                 int(num_tokens))
 
 
 class BatchStream:
@@ -94,7 +86,7 @@ class BatchStream:
     def _shard_part(self, s: int, order: np.ndarray, label_picks: np.ndarray, ks: np.ndarray):
         """Rows, lengths, targets and token counts of shard s's documents at permuted places ks."""
         shard, docs = self.shards[s], order[ks]
-        rows, lengths = gather_documents(shard.ids, shard.offsets, docs)
+        rows, lengths = gather_rows(shard.ids, shard.offsets, docs)
         first_label = shard.label_offsets[docs]
         num_labels = shard.label_offsets[docs + 1] - first_label
         # fastText's softmax trains on one label of a multi-label line, drawn uniformly.

@@ -5,6 +5,7 @@ Ids are fastText's own: words sorted by count with libstdc++'s (unstable) `std::
 word n-grams at `nwords + (h % bucket)` with fastText's 64-bit combination of 32-bit
 FNV-1a word hashes, labels numbered separately in the same sort order.
 """
+from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Sequence, Tuple
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from .cxx_sort import cxx_sort_order
 from .normalize import LABEL_PREFIX
+from .ragged import offsets_of
 from .readers import EOS
 
 _FNV_OFFSET = 2166136261
@@ -56,9 +58,50 @@ def word_ngram_buckets(hashes: np.ndarray, doc_ends: np.ndarray, n: int, bucket:
     return out
 
 
+class TokenIndex:
+    """Distinct tokens in order of first occurrence; a line becomes its tokens' positions.
+
+    Reading a corpus once into positions lets the dictionary be sorted afterwards and the
+    lines encoded from small integer arrays, without reading or hashing the text again.
+    """
+
+    def __init__(self):
+        self.positions: Dict[bytes, int] = {}
+
+    def add(self, tokens: Sequence[bytes]) -> List[int]:
+        positions = self.positions
+        return [positions.setdefault(token, len(positions)) for token in tokens]
+
+    @property
+    def tokens(self) -> List[bytes]:
+        return list(self.positions)
+
+
+@dataclass
+class TokenTable:
+    """What fastText's `getLine` makes of each distinct token of some text."""
+
+    word_ids: np.ndarray    # int64, -1 for a token that is not a dictionary word
+    label_ids: np.ndarray   # int64, -1 for a token that is not a known label
+    is_label: np.ndarray    # bool: has the label prefix (known or not)
+    hashes: np.ndarray      # int32 fastText hash (words only; 0 for labels)
+    eos: int                # position of the EOS token, -1 if absent
+
+
+@dataclass
+class EncodedLines:
+    """Lines as input rows and label ids, ragged (see `ragged.py`)."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    label_ids: np.ndarray
+    label_offsets: np.ndarray
+    num_tokens: np.ndarray  # tokens `getLine` read per line (up to its first EOS): drives lr decay
+
+
 @dataclass
 class Dictionary:
-    """Vocabulary, labels and n-gram settings; `encode` turns words into input-matrix rows."""
+    """Vocabulary, labels and n-gram settings; `encode*` turn text into input-matrix rows."""
 
     words: List[bytes]
     word_counts: np.ndarray
@@ -71,7 +114,6 @@ class Dictionary:
     def __post_init__(self):
         self._word_ids: Dict[bytes, int] = {w: i for i, w in enumerate(self.words)}
         self._label_ids: Dict[bytes, int] = {w: i for i, w in enumerate(self.labels)}
-        self._hashes: Dict[bytes, int] = {}
 
     @property
     def nwords(self) -> int:
@@ -89,33 +131,31 @@ class Dictionary:
     @classmethod
     def build(cls, lines: Iterable[Sequence[bytes]], min_count: int = 1, min_count_label: int = 1,
               bucket: int = 2_000_000, word_ngrams: int = 1) -> "Dictionary":
-        """Count the tokens of each line and threshold/sort them as `Dictionary::readFromFile`.
-
-        Tokens are counted in file order: the order of first occurrence decides how
-        libstdc++'s unstable sort places entries of equal count.
-        """
-        counts: Dict[bytes, int] = {}
-        ntokens = 0
+        """Count the tokens of each line and threshold/sort them as `Dictionary::readFromFile`."""
+        counts: Counter = Counter()
         for tokens in lines:
-            for token in tokens:
-                counts[token] = counts.get(token, 0) + 1
-            ntokens += len(tokens)
-        entries = list(counts.items())
+            counts.update(tokens)
+        return cls.from_counts(list(counts), np.fromiter(counts.values(), dtype=np.int64, count=len(counts)),
+                               min_count, min_count_label, bucket, word_ngrams)
+
+    @classmethod
+    def from_counts(cls, tokens: List[bytes], counts: np.ndarray, min_count: int = 1, min_count_label: int = 1,
+                    bucket: int = 2_000_000, word_ngrams: int = 1) -> "Dictionary":
+        """The dictionary of distinct tokens (in order of first occurrence) and their counts.
+
+        The order of first occurrence decides how libstdc++'s unstable sort places
+        entries of equal count, so it must be the file's.
+        """
+        kinds = np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
         # Dictionary::threshold: std::sort by (type asc, count desc), then drop rare entries.
-        kinds = [_LABEL if token.startswith(LABEL_PREFIX) else _WORD for token, _ in entries]
-        max_count = max((c for _, c in entries), default=0) + 1
-        order = cxx_sort_order([kind * max_count - c for kind, (_, c) in zip(kinds, entries)])
-        words, word_counts, labels, label_counts = [], [], [], []
-        for i in order:
-            token, count = entries[i]
-            if kinds[i] == _WORD and count >= min_count:
-                words.append(token)
-                word_counts.append(count)
-            elif kinds[i] == _LABEL and count >= min_count_label:
-                labels.append(token)
-                label_counts.append(count)
-        return cls(words, np.array(word_counts, dtype=np.int64), labels,
-                   np.array(label_counts, dtype=np.int64), ntokens, bucket, word_ngrams)
+        max_count = int(counts.max(initial=0)) + 1
+        order = cxx_sort_order((kinds * max_count - counts).tolist())
+        sorted_counts, sorted_kinds = counts[order], kinds[order]
+        keep_words = ~sorted_kinds & (sorted_counts >= min_count)
+        keep_labels = sorted_kinds & (sorted_counts >= min_count_label)
+        return cls([tokens[i] for i in order[keep_words]], sorted_counts[keep_words],
+                   [tokens[i] for i in order[keep_labels]], sorted_counts[keep_labels],
+                   int(counts.sum()), bucket, word_ngrams)
 
     def word_id(self, word: bytes) -> int:
         return self._word_ids.get(word, -1)
@@ -123,50 +163,72 @@ class Dictionary:
     def label_id(self, label: bytes) -> int:
         return self._label_ids.get(label, -1)
 
-    def _hash(self, word: bytes) -> int:
-        h = self._hashes.get(word)
-        if h is None:
-            h = self._hashes[word] = hash_token(word)
-        return h
+    def table(self, tokens: Sequence[bytes]) -> TokenTable:
+        """The `TokenTable` of these distinct tokens."""
+        is_label = np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
+        word_ids, label_ids = self._word_ids.get, self._label_ids.get
+        return TokenTable(
+            np.fromiter((word_ids(t, -1) for t in tokens), dtype=np.int64, count=len(tokens)),
+            np.fromiter((label_ids(t, -1) for t in tokens), dtype=np.int64, count=len(tokens)),
+            is_label,
+            np.fromiter((0 if lab else hash_token(t) for t, lab in zip(tokens, is_label)),
+                        dtype=np.int32, count=len(tokens)),
+            tokens.index(EOS) if EOS in tokens else -1)
+
+    def encode_positions(self, positions: np.ndarray, lengths: np.ndarray, table: TokenTable) -> EncodedLines:
+        """Encode lines given as positions into `table` (see `TokenIndex`), all at once.
+
+        Per line this is fastText's `getLine`: reading stops at the first EOS, even a
+        literal `</s>` in the text; words give their id when in the vocabulary and their
+        hash always; labels the dictionary does not know are dropped.
+        """
+        line_of = np.repeat(np.arange(len(lengths)), lengths)
+        if table.eos >= 0:
+            is_eos = positions == table.eos
+            eos_before = np.cumsum(is_eos) - is_eos
+            first_of_line = offsets_of(lengths)[:-1]
+            eos_before_line = np.append(eos_before, 0)[first_of_line]
+            read = eos_before == eos_before_line[line_of]
+            positions, line_of = positions[read], line_of[read]
+        labelled = table.is_label[positions]
+        words, word_line = positions[~labelled], line_of[~labelled]
+        ids, offsets = self._input_rows(table.word_ids[words], table.hashes[words],
+                                        np.bincount(word_line, minlength=len(lengths)))
+        label_ids, label_line = table.label_ids[positions[labelled]], line_of[labelled]
+        known = label_ids >= 0
+        return EncodedLines(ids, offsets, label_ids[known],
+                            offsets_of(np.bincount(label_line[known], minlength=len(lengths))),
+                            np.bincount(line_of, minlength=len(lengths)))
+
+    def encode_lines(self, lines: Sequence[Sequence[bytes]]) -> EncodedLines:
+        """Encode tokenised lines (see `readers.tokenize`)."""
+        index = TokenIndex()
+        positions = np.fromiter((p for tokens in lines for p in index.add(tokens)), dtype=np.int64)
+        lengths = np.fromiter((len(tokens) for tokens in lines), dtype=np.int64, count=len(lines))
+        return self.encode_positions(positions, lengths, self.table(index.tokens))
 
     def encode_many(self, documents: Sequence[Sequence[bytes]]) -> Tuple[np.ndarray, np.ndarray]:
-        """Input rows of many documents at once: (flat int64 ids, int64 offsets of len+1).
-
-        Per document the order is fastText's `getLine`: in-vocabulary word ids in text order,
-        then for each position its n-grams of order 2..word_ngrams. Like `getLine`, a
-        document ends at its first EOS token, even a literal `</s>` inside the text.
-        """
-        word_ids, hashes, lengths = [], [], []
-        for words in documents:
-            if EOS in words:
-                words = words[:list(words).index(EOS) + 1]
-            lengths.append(len(words))
-            for w in words:
-                word_ids.append(self._word_ids.get(w, -1))
-                hashes.append(self._hash(w))
-        lengths = np.array(lengths, dtype=np.int64)
-        word_ids = np.array(word_ids, dtype=np.int64)
-        doc_of_word = np.repeat(np.arange(len(lengths)), lengths)
-        known = word_ids >= 0
-        parts_ids = [word_ids[known]]
-        parts_doc = [doc_of_word[known]]
-        if self.word_ngrams > 1 and len(word_ids):
-            doc_ends = np.cumsum(lengths)[doc_of_word]
-            buckets = word_ngram_buckets(np.array(hashes, dtype=np.int32), doc_ends, self.word_ngrams, self.bucket)
-            valid = buckets >= 0
-            parts_ids.append(buckets[valid] + self.nwords)
-            parts_doc.append(np.broadcast_to(doc_of_word[:, None], buckets.shape)[valid])
-        ids = np.concatenate(parts_ids)
-        docs = np.concatenate(parts_doc)
-        # Stable sort by document keeps words before n-grams, each in fastText's order.
-        order = np.argsort(docs, kind="stable")
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(docs, minlength=len(lengths)), out=offsets[1:])
-        return ids[order], offsets
+        """Input rows of documents given as words: (flat int64 ids, int64 offsets of len+1)."""
+        encoded = self.encode_lines(documents)
+        return encoded.ids, encoded.offsets
 
     def encode(self, words: Sequence[bytes]) -> np.ndarray:
         """Input rows of one document (its words must end with EOS, as fastText's lines do)."""
         return self.encode_many([words])[0]
+
+    def _input_rows(self, word_ids: np.ndarray, hashes: np.ndarray, lengths: np.ndarray):
+        """Per line, in-vocabulary word ids in text order, then each position's n-grams."""
+        line_of = np.repeat(np.arange(len(lengths)), lengths)
+        known = word_ids >= 0
+        parts_ids, parts_line = [word_ids[known]], [line_of[known]]
+        if self.word_ngrams > 1 and len(word_ids):
+            buckets = word_ngram_buckets(hashes, np.cumsum(lengths)[line_of], self.word_ngrams, self.bucket)
+            valid = buckets >= 0
+            parts_ids.append(buckets[valid] + self.nwords)
+            parts_line.append(np.broadcast_to(line_of[:, None], buckets.shape)[valid])
+        ids, lines = np.concatenate(parts_ids), np.concatenate(parts_line)
+        # A stable sort by line keeps words before n-grams, each in fastText's order.
+        return ids[np.argsort(lines, kind="stable")], offsets_of(np.bincount(lines, minlength=len(lengths)))
 
     def to_arrays(self) -> Dict[str, np.ndarray]:
         """Pickle-free representation for checkpoints (see `from_arrays`)."""

@@ -13,16 +13,17 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from .dictionary import Dictionary
+from .dictionary import Dictionary, EncodedLines, TokenIndex
 from .errors import InputError
-from .readers import Record, check_readable_file, read_records
+from .ragged import gather_rows, offsets_of
+from .readers import check_readable_file, read_records
 
 SHARD_FORMAT_VERSION = 1
-_ENCODE_CHUNK = 20_000
+_CHUNK_LINES = 20_000
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,32 @@ def corpus_key(train_path: str, settings: CorpusSettings) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
-def _chunks(records: Iterator[Record], size: int) -> Iterator[List[Record]]:
-    chunk = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+class _CorpusReader:
+    """One pass over a corpus file: every line as positions into a `TokenIndex`, in chunks."""
+
+    def __init__(self, path: str, num_classes: Optional[int], on_progress: Optional[Callable[[int], None]]):
+        self.index = TokenIndex()
+        self.chunks: List[Tuple[np.ndarray, np.ndarray]] = []  # (positions, line lengths)
+        positions, lengths = [], []
+        for record in read_records(path, num_classes):
+            positions += self.index.add(record.tokens)
+            lengths.append(len(record.tokens))
+            if len(lengths) == _CHUNK_LINES:
+                self._close_chunk(positions, lengths, on_progress)
+                positions, lengths = [], []
+        self._close_chunk(positions, lengths, on_progress)
+
+    def _close_chunk(self, positions, lengths, on_progress):
+        if lengths:
+            self.chunks.append((np.array(positions, dtype=np.int32), np.array(lengths, dtype=np.int64)))
+            if on_progress:
+                on_progress(len(lengths))
+
+    def counts(self) -> np.ndarray:
+        counts = np.zeros(len(self.index.positions), dtype=np.int64)
+        for positions, _ in self.chunks:
+            counts += np.bincount(positions, minlength=len(counts))
+        return counts
 
 
 class _ShardWriter:
@@ -118,20 +136,27 @@ class _ShardWriter:
     def __init__(self):
         self.ids, self.lengths, self.num_tokens, self.labels, self.label_counts = [], [], [], [], []
 
-    def add(self, ids: np.ndarray, num_tokens: int, label_ids: List[int]):
+    def add(self, encoded: EncodedLines, lines: np.ndarray):
+        ids, lengths = gather_rows(encoded.ids, encoded.offsets, lines)
+        labels, label_counts = gather_rows(encoded.label_ids, encoded.label_offsets, lines)
         self.ids.append(ids.astype(np.int32))
-        self.lengths.append(len(ids))
-        self.num_tokens.append(num_tokens)
-        self.labels.extend(label_ids)
-        self.label_counts.append(len(label_ids))
+        self.lengths.append(lengths)
+        self.num_tokens.append(encoded.num_tokens[lines])
+        self.labels.append(labels.astype(np.int32))
+        self.label_counts.append(label_counts)
+
+    @property
+    def num_docs(self) -> int:
+        return int(sum(len(lengths) for lengths in self.lengths))
 
     def write(self, path: str):
-        np.save(path + ".ids.npy", np.concatenate(self.ids) if self.ids else np.zeros(0, np.int32))
-        np.savez(path + ".docs.npz",
-                 offsets=np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64),
-                 num_tokens=np.array(self.num_tokens, dtype=np.int64),
-                 label_offsets=np.concatenate([[0], np.cumsum(self.label_counts)]).astype(np.int64),
-                 label_ids=np.array(self.labels, dtype=np.int32))
+        def joined(parts, dtype):
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+        np.save(path + ".ids.npy", joined(self.ids, np.int32))
+        np.savez(path + ".docs.npz", offsets=offsets_of(joined(self.lengths, np.int64)),
+                 num_tokens=joined(self.num_tokens, np.int64),
+                 label_offsets=offsets_of(joined(self.label_counts, np.int64)),
+                 label_ids=joined(self.labels, np.int32))
 
 
 def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
@@ -139,31 +164,31 @@ def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
                on_progress: Optional[Callable[[int], None]] = None) -> ShardedCorpus:
     """Build (or reuse) the sharded corpus for `train_path`; returns it opened.
 
-    Two streaming passes over the file: one counts tokens for the dictionary, one encodes
-    documents, so memory holds one chunk of documents, not the corpus.
+    One pass over the text: lines become positions into the corpus's distinct tokens
+    (4 bytes a token), the dictionary is sorted from their counts, and the positions are
+    encoded to input rows chunk by chunk, vectorised.
     """
     check_readable_file(train_path)  # before hashing it, so a bad path is an InputError
     final = os.path.join(cache_dir, corpus_key(train_path, settings))
     if os.path.isfile(os.path.join(final, "meta.json")):
         return ShardedCorpus(final)
-    dictionary = Dictionary.build((r.tokens for r in read_records(train_path, num_classes)),
-                                  settings.min_count, settings.min_count_label,
-                                  settings.bucket, settings.word_ngrams)
+    corpus = _CorpusReader(train_path, num_classes, on_progress)
+    tokens = corpus.index.tokens
+    dictionary = Dictionary.from_counts(tokens, corpus.counts(), settings.min_count, settings.min_count_label,
+                                        settings.bucket, settings.word_ngrams)
     if dictionary.nlabels == 0:
         raise InputError(train_path, "no documents with a label: the file is empty")
+    table = dictionary.table(tokens)
     writers = [_ShardWriter() for _ in range(settings.num_shards)]
     docs_seen = 0
-    for chunk in _chunks(read_records(train_path, num_classes), _ENCODE_CHUNK):
-        ids, offsets = dictionary.encode_many([r.words for r in chunk])
-        for i, record in enumerate(chunk):
-            label_ids = [dictionary.label_id(t) for t in record.labels]
-            doc_ids = ids[offsets[i]:offsets[i + 1]]
-            # fastText skips a line with no known label or no input row (Model::update).
-            if len(doc_ids) and all(lid >= 0 for lid in label_ids) and label_ids:
-                writers[docs_seen % settings.num_shards].add(doc_ids, len(record.tokens), label_ids)
-                docs_seen += 1
-        if on_progress:
-            on_progress(len(chunk))
+    for positions, lengths in corpus.chunks:
+        encoded = dictionary.encode_positions(positions, lengths, table)
+        # fastText skips a line with no known label or no input row (Model::update).
+        trainable = np.flatnonzero((np.diff(encoded.offsets) > 0) & (np.diff(encoded.label_offsets) > 0))
+        shard_of = (docs_seen + np.arange(len(trainable))) % settings.num_shards
+        for k, writer in enumerate(writers):
+            writer.add(encoded, trainable[shard_of == k])
+        docs_seen += len(trainable)
     os.makedirs(cache_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".building-", dir=cache_dir)
     try:
@@ -172,8 +197,8 @@ def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
         np.savez(os.path.join(staging, "dictionary.npz"), **dictionary.to_arrays())
         meta = {"format": SHARD_FORMAT_VERSION, "source": os.path.abspath(train_path),
                 "settings": asdict(settings),
-                "docs_per_shard": [len(w.lengths) for w in writers],
-                "tokens_per_shard": [int(sum(w.num_tokens)) for w in writers]}
+                "docs_per_shard": [w.num_docs for w in writers],
+                "tokens_per_shard": [int(sum(t.sum() for t in w.num_tokens)) for w in writers]}
         with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=1)
         if os.path.exists(final):  # another process built the same corpus meanwhile

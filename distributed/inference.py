@@ -10,10 +10,11 @@ from typing import Iterable, List, Optional, Sequence
 import mxnet as mx
 import numpy as np
 
-from data_pipeline.batching import gather_documents, make_batch
+from data_pipeline.batching import make_batch
 from data_pipeline.dictionary import Dictionary
 from data_pipeline.errors import InputError
 from data_pipeline.normalize import LABEL_PREFIX
+from data_pipeline.ragged import gather_rows
 from data_pipeline.readers import read_records, tokenize
 from model.checkpoint import load_checkpoint
 from model.fasttext import FastTextClassifier
@@ -66,7 +67,7 @@ def predict(model: FastTextClassifier, docs: EncodedDocuments, k: int, ctx: mx.C
     scorable = [d for d in range(len(docs)) if docs.offsets[d + 1] > docs.offsets[d]]
     for start in range(0, len(scorable), _PREDICT_BATCH):
         chosen = np.array(scorable[start:start + _PREDICT_BATCH])
-        batch = make_batch(*gather_documents(docs.ids, docs.offsets, chosen), np.zeros(len(chosen)), 0)
+        batch = make_batch(*gather_rows(docs.ids, docs.offsets, chosen), np.zeros(len(chosen)), 0)
         ids, bag, _ = batch_tensors(batch, ctx)
         rows = model.gather_rows(ids)
         for d, ranked in zip(chosen, model.top_k(bag, rows, k, threshold)):
@@ -112,6 +113,11 @@ def load_model_dir(model_dir: str, ctx: mx.Context) -> TrainedModel:
     if not os.path.isdir(model_dir):
         raise InputError(model_dir, "no such model directory")
     arrays, meta = load_checkpoint(os.path.join(model_dir, CHECKPOINT_FILE))
+    return trained_model_from_arrays(arrays, meta, ctx)
+
+
+def trained_model_from_arrays(arrays, meta: dict, ctx: mx.Context) -> TrainedModel:
+    """The model a checkpoint's arrays and metadata describe, on `ctx`."""
     dictionary = Dictionary.from_arrays(arrays)
     config = meta["config"]
     model = build_model(dictionary, config["dim"], config["loss"], config["seed"])
