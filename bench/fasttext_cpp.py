@@ -21,6 +21,8 @@ start = time.perf_counter()
 model = fasttext.train_supervised(sys.argv[1], verbose=0, **settings)
 train_seconds = time.perf_counter() - start
 n, precision, recall = model.test(sys.argv[2])
+if sys.argv[4:]:
+    model.save_model(sys.argv[4])
 print(json.dumps({"accuracy": precision, "n_test": n, "train_seconds": train_seconds,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -33,15 +35,17 @@ def write_fasttext_format(corpus_path: str, out_path: str) -> None:
             out.write(b" ".join(record.tokens[:-1]) + b"\n")  # fastText appends its own </s>
 
 
-def train_and_test(train_txt: str, test_txt: str, retries: int = 3, **settings) -> dict:
+def train_and_test(train_txt: str, test_txt: str, retries: int = 3, save_to: str = None, **settings) -> dict:
     """Accuracy, train seconds and process wall seconds of one fastText run (fresh process).
 
-    `settings` are `train_supervised` keyword arguments. A run aborted by fastText's NaN
-    check is retried; its wall time is not counted.
+    `settings` are `train_supervised` keyword arguments; `save_to` also saves the model
+    there (a `.bin`). A run aborted by fastText's NaN check is retried; its wall time is
+    not counted.
     """
     for _ in range(retries):
         start = os.times().elapsed
-        done = subprocess.run([sys.executable, "-c", _RUN, train_txt, test_txt, json.dumps(settings)],
+        done = subprocess.run([sys.executable, "-c", _RUN, train_txt, test_txt, json.dumps(settings),
+                               *([save_to] if save_to else [])],
                               capture_output=True, text=True)
         wall = os.times().elapsed - start
         if done.returncode == 0:

@@ -32,3 +32,22 @@ def run_cli(main) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+
+
+def describe_hardware(gpu=None, world_size: int = 1) -> str:
+    """`CPU model, N cores[; GPU name]` for reports: the CPU from /proc/cpuinfo, the GPU from nvidia-smi."""
+    import subprocess
+    model = "unknown CPU"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+    text = f"{model}, {os.cpu_count()} cores"
+    if gpu is None:
+        return text
+    try:
+        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                               text=True, timeout=30).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        names = []
+    name = names[gpu].strip() if gpu < len(names) else f"GPU {gpu} (nvidia-smi unavailable)"
+    return text + (f"; {world_size} x {name}" if world_size > 1 else f"; {name}")

@@ -1,6 +1,7 @@
 """Evaluate a trained model on a labelled file: accuracy, P@k, R@k, per-class scores, confusion.
 
     python launch/evaluate.py --model-dir runs/ag --test data/test.csv --k 1
+    python launch/evaluate.py --fasttext-model model.bin --test data/test.txt   # a fastText .bin
 """
 import argparse
 import os
@@ -26,7 +27,9 @@ def format_report(report: dict, names) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", required=True)
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model-dir")
+    model.add_argument("--fasttext-model", metavar="MODEL.bin", help="a supervised fastText .bin model")
     parser.add_argument("--test", required=True, help="labelled file in the training file's format")
     parser.add_argument("--k", type=int, default=1)
     parser.add_argument("--gpu", type=int)
@@ -40,7 +43,11 @@ def main():
     from distributed.world import World
     from model.checkpoint import write_json_atomic
     ctx = World().device(args.gpu)
-    trained = load_model_dir(args.model_dir, ctx)
+    if args.fasttext_model:
+        from distributed.fasttext_interop import load_fasttext_model
+        trained = load_fasttext_model(args.fasttext_model, ctx)
+    else:
+        trained = load_model_dir(args.model_dir, ctx)
     docs = encode_labelled_file(args.test, trained.dictionary, trained.num_classes)
     report = evaluate(trained.model, docs, args.k, ctx).as_dict(trained.label_names)
     print(format_report(report, trained.label_names))

@@ -1,0 +1,133 @@
+"""One epoch at full scale, on a SYNTHETIC corpus of Yelp polarity's size: this trainer vs fastText C++.
+
+    python bench/synthetic_scale.py                          # 560,000 train / 38,000 test documents
+    python bench/synthetic_scale.py --scale 0.1 --repeats 3  # a quick run on a tenth
+
+The corpus is SYNTHETIC (data_pipeline/synthetic.py: the real document counts and roughly
+the real lengths, Zipf-like words, learnable labels), so accuracy here means nothing; speed
+and memory do. Both trainers use the paper's Yelp settings (dim 10, bigrams, bucket 10M,
+lr 0.1), one epoch, 2 threads, and each run is a fresh process from a cold start: ours is
+`launch/train.py` (its preprocessing included, as fastText reads its text on every run),
+fastText is the pip package's `train_supervised` (bench/fasttext_cpp.py). Reported per side,
+medians over --repeats: wall seconds of the whole process, training seconds, training
+examples/s and peak resident memory; and the ratios ours/fastText. Writes
+bench/results/synthetic_scale.json and .png.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from bench.fasttext_cpp import fasttext_copies, train_and_test  # noqa: E402
+from data_pipeline.datasets import dataset_spec  # noqa: E402
+from data_pipeline.synthetic import SYNTHETIC_MARKER, write_synthetic_dataset  # noqa: E402
+from launch.common import describe_hardware  # noqa: E402
+
+SETTINGS = {"dim": 10, "word_ngrams": 2, "bucket": 10_000_000, "epoch": 1, "thread": 2}
+
+
+def run_ours(data_root: str, dataset: str, workdir: str) -> dict:
+    """One cold run of launch/train.py; its peak RSS from the kernel's accounting of that child."""
+    metrics_path = os.path.join(workdir, "metrics.json")
+    command = [sys.executable, os.path.join(REPO, "launch", "train.py"), "--dataset", dataset, "--data-root", data_root,
+               "--model-dir", os.path.join(workdir, "model"), "--cache-dir", os.path.join(workdir, "cache"),
+               "--metrics-out", metrics_path, *[f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]]
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"train.py failed: {stderr.decode(errors='replace')[-2000:]}")
+    with open(metrics_path) as handle:
+        metrics = json.load(handle)
+    shutil.rmtree(workdir)
+    return {"accuracy": metrics["accuracy"], "wall_seconds": wall, "train_seconds": metrics["train_seconds"],
+            "examples_per_second": metrics["examples_per_second"], "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def run_fasttext(train_txt: str, test_txt: str, lr: float, num_docs: int) -> dict:
+    result = train_and_test(train_txt, test_txt, lr=lr, dim=SETTINGS["dim"], epoch=SETTINGS["epoch"],
+                            wordNgrams=SETTINGS["word_ngrams"], bucket=SETTINGS["bucket"], thread=SETTINGS["thread"])
+    result["examples_per_second"] = SETTINGS["epoch"] * num_docs / result["train_seconds"]
+    return result
+
+
+def medians(runs):
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def plot(result: dict, path: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = (("wall_seconds", "wall seconds (whole process)"), ("examples_per_second", "training examples/s"),
+              ("peak_rss_mb", "peak RSS (MB)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(11, 3.5))
+    for axis, (key, label) in zip(axes, panels):
+        values = [result["ours"][key], result["fasttext"][key]]
+        axis.bar(["ours", "fastText C++"], values, color=["tab:blue", "tab:orange"])
+        axis.set_title(f"{label}\nratio {result['ratio'][key]:.2f}")
+    corpus = result["corpus"]
+    fig.suptitle(f"SYNTHETIC {corpus['shape_of']} corpus, {corpus['train_docs']:,} train docs, one epoch, "
+                 f"{result['hardware']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="yelp_polarity", help="whose size and shape the corpus has")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the real document counts")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "synthetic_scale"))
+    args = parser.parse_args()
+    spec = dataset_spec(args.dataset)
+    scratch = tempfile.mkdtemp(prefix="bench-scale-")
+    data_root = os.path.join(scratch, "data_synthetic")
+    try:
+        start = time.perf_counter()
+        directory = write_synthetic_dataset(spec, data_root, args.scale)
+        generate_seconds = time.perf_counter() - start
+        train_txt, test_txt = fasttext_copies(spec.train_path(data_root), spec.test_path(data_root), scratch)
+        with open(train_txt, "rb") as handle:
+            num_docs = sum(1 for _ in handle)
+        ours = [run_ours(data_root, spec.name, tempfile.mkdtemp(dir=scratch)) for _ in range(args.repeats)]
+        theirs = [run_fasttext(train_txt, test_txt, spec.lr, num_docs) for _ in range(args.repeats)]
+        with open(os.path.join(directory, SYNTHETIC_MARKER), encoding="utf-8") as handle:
+            marker = handle.read()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ours_m, theirs_m = medians(ours), medians(theirs)
+    keys = ("wall_seconds", "train_seconds", "examples_per_second", "peak_rss_mb")
+    result = {
+        "corpus": {"SYNTHETIC": True, "shape_of": spec.name, "scale": args.scale, "train_docs": num_docs,
+                   "generate_seconds": generate_seconds, "description": marker},
+        "settings": {**SETTINGS, "lr": spec.lr}, "repeats": args.repeats, "hardware": describe_hardware(),
+        "ours": ours_m, "fasttext": theirs_m, "ratio": {k: ours_m[k] / theirs_m[k] for k in keys},
+        "runs": {"ours": ours, "fasttext": theirs},
+        "note": "ratio = ours / fastText: above 1 is slower for times and memory, faster for examples/s",
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out + ".json", "w") as handle:
+        json.dump(result, handle, indent=1)
+    plot(result, args.out + ".png")
+    print(f"SYNTHETIC {spec.name}-sized corpus ({num_docs:,} train docs, generated in {generate_seconds:.1f} s), "
+          f"one epoch, medians of {args.repeats}, {result['hardware']}")
+    print(f"{'':10} {'wall s':>9} {'train s':>9} {'examples/s':>11} {'peak MB':>9}")
+    for who, row in (("ours", ours_m), ("fastText", theirs_m), ("ratio", result["ratio"])):
+        fmt = "{:9.2f} {:9.2f} {:11.2f} {:9.2f}" if who == "ratio" else "{:9.1f} {:9.1f} {:11,.0f} {:9.0f}"
+        print(f"{who:10} " + fmt.format(*(row[k] for k in keys)))
+    print(f"wrote {args.out}.json and {args.out}.png")
+
+
+if __name__ == "__main__":
+    main()
