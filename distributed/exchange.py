@@ -1,69 +1,140 @@
 """Gradient exchange designed for a bag-of-n-grams model.
 
 A step touches a few thousand of the input matrix's millions of rows, so ranks exchange
-only those rows: every rank all-gathers the (row ids, row gradients) pairs, sums rows
-that several ranks touched, and applies the same sparse update to its replica. The
-output matrix is small and dense and is all-reduced. Gradients are *summed*, never
-averaged: fastText's learning rate is per example (see `model.sgd`).
+only those rows. Each rank packs one message: its step counts, the ids of the input rows
+its documents used, those rows' gradients, and its gradient of the small dense output
+matrix. One all-gather delivers every rank's message to every rank, and each rank sums
+the rows that several ranks touched and the output gradients in rank order, so every
+replica applies the same update, bit for bit. A rank whose share of a step is empty
+sends a message with zero rows.
 
-For a world of one the exchange is the identity, so the training loop has one path.
+Why one all-gather instead of all-gathers of ids and rows plus an all-reduce of the
+output matrix: a Horovod collective costs a negotiation round of about a millisecond or
+more on the CPU, which outweighs the bytes here. The output matrix is labels x dim (a few
+thousand floats for the paper's datasets), so gathering N copies of it costs less than a
+collective of its own; all-reducing it would pay off only with a large label set.
+
+Gradients are *summed*, never averaged: fastText's learning rate is per example (see
+`model.sgd` and `distributed.training`). For a world of one the exchange is the identity,
+so the training loop has one path.
 """
 import time
 from dataclasses import dataclass
+from typing import List, Tuple
 
 import mxnet as mx
 import numpy as np
 
+from .tensors import to_device
 from .world import World
+
+_ID_DTYPE = np.int32  # shards store input rows as int32, so every id fits
 
 
 @dataclass
 class ExchangeStats:
+    """One step's exchange, seen from this rank; bytes are what this rank receives."""
+
     seconds: float = 0.0
-    bytes_sent: int = 0          # by this rank, this step
-    dense_equivalent_bytes: int = 0  # what a dense all-reduce of both matrices would send
+    received_bytes: int = 0
+    dense_allreduce_bytes: int = 0  # a ring all-reduce of both full gradient matrices, same dtype
 
 
-def sum_duplicate_rows(ids: np.ndarray, rows: mx.nd.NDArray):
-    """(sorted unique ids, per-id sum of `rows`), the sum taken on the rows' device."""
-    unique_ids, inverse = np.unique(ids, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    indptr = np.zeros(len(unique_ids) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(inverse, minlength=len(unique_ids)), out=indptr[1:])
-    selector = mx.nd.sparse.csr_matrix((np.ones(len(ids), dtype=np.float32), order, indptr),
-                                       shape=(len(unique_ids), len(ids)), ctx=rows.context)
-    return unique_ids, mx.nd.sparse.dot(selector, rows)
+def sum_rows_by_id(blocks: List[Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
+    """(sorted union of the blocks' row ids, per id the sum of its rows in block order).
+
+    Each block is (unique ids, rows): one rank's message. A block's ids being unique, it is
+    added with one vectorised scatter (`np.add.reduceat` over the sorted concatenation is
+    five times slower at dim 100).
+    """
+    ids = np.unique(np.concatenate([block_ids for block_ids, _ in blocks]))
+    summed = np.zeros((len(ids), blocks[0][1].shape[1]), dtype=np.float32)
+    for block_ids, block_rows in blocks:
+        summed[np.searchsorted(ids, block_ids)] += block_rows
+    return ids, summed
+
+
+@dataclass
+class RankMessage:
+    """One rank's part of a step."""
+
+    counts: np.ndarray   # (C,) int64, summed over ranks
+    ids: np.ndarray      # (U,) input rows
+    rows: np.ndarray     # (U, dim) their gradients
+    output: np.ndarray   # output-matrix gradient
+
+
+class MessageCodec:
+    """Packs a `RankMessage` into bytes: [U, counts] int64, ids int32, rows, output (wire dtype).
+
+    Each message says its own row count, so the concatenation an all-gather returns splits
+    back into messages without another collective for the lengths.
+    """
+
+    def __init__(self, num_counts: int, dim: int, output_shape: Tuple[int, ...], wire_dtype):
+        self.num_counts = num_counts
+        self.dim = dim
+        self.output_shape = output_shape
+        self.wire = np.dtype(wire_dtype)
+
+    def encode(self, message: RankMessage) -> np.ndarray:
+        header = np.concatenate([[len(message.ids)], message.counts]).astype(np.int64)
+        parts = (header, message.ids.astype(_ID_DTYPE), message.rows.astype(self.wire),
+                 message.output.astype(self.wire))
+        return np.concatenate([np.ascontiguousarray(p).view(np.uint8).ravel() for p in parts])
+
+    def decode_all(self, buffer: np.ndarray) -> List[RankMessage]:
+        messages, offset = [], 0
+        output_size = int(np.prod(self.output_shape))
+        while offset < len(buffer):
+            header = np.frombuffer(buffer, np.int64, 1 + self.num_counts, offset)
+            offset += header.nbytes
+            num_rows = int(header[0])
+            ids = np.frombuffer(buffer, _ID_DTYPE, num_rows, offset)
+            offset += ids.nbytes
+            rows = np.frombuffer(buffer, self.wire, num_rows * self.dim, offset)
+            offset += rows.nbytes
+            output = np.frombuffer(buffer, self.wire, output_size, offset)
+            offset += output.nbytes
+            messages.append(RankMessage(header[1:], ids.astype(np.int64), rows.reshape(num_rows, self.dim),
+                                        output.reshape(self.output_shape)))
+        return messages
 
 
 class GradientExchange:
-    """Sums every rank's sparse input-row gradients and dense output gradients."""
+    """Sums every rank's sparse input-row gradients, dense output gradients and step counts."""
 
     def __init__(self, world: World, num_input_rows: int, fp16: bool = False):
         self.world = world
         self.num_input_rows = num_input_rows
-        self.fp16 = fp16
+        self.wire_dtype = np.float16 if fp16 else np.float32
         self.last = ExchangeStats()
 
-    def _wire(self, array: mx.nd.NDArray) -> mx.nd.NDArray:
-        return array.astype(np.float16) if self.fp16 else array
-
     def exchange(self, ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, counts: np.ndarray):
-        """Sum over ranks: (row ids, their summed gradients, output gradient, `counts`)."""
+        """Sums over ranks: (sorted unique row ids, their gradients, output gradient, `counts`).
+
+        `ids` are this rank's sorted unique rows and `row_grads` their (U, dim) gradients;
+        `counts` (int64, e.g. [documents, tokens]) come back as global totals. Gradients
+        return on `row_grads`' device.
+        """
         if self.world.size == 1:
-            self.last = ExchangeStats()
             return ids, row_grads, output_grad, counts
-        hvd = self.world.hvd
-        start = time.perf_counter()
         ctx = row_grads.context
-        all_ids = hvd.allgather(mx.nd.array(ids, dtype=np.int64, ctx=ctx), name="row_ids")
-        all_rows = hvd.allgather(self._wire(row_grads), name="row_grads").astype(np.float32)
-        summed_output = hvd.allreduce(self._wire(output_grad), average=False, name="output_grad")
-        merged_ids, merged_rows = sum_duplicate_rows(all_ids.asnumpy(), all_rows)
-        merged_rows.wait_to_read()
-        itemsize = 2 if self.fp16 else 4
+        row_grads.wait_to_read()  # so a device still computing is not billed as communication
+        output_grad.wait_to_read()
+        start = time.perf_counter()
         dim = row_grads.shape[1]
+        codec = MessageCodec(len(counts), dim, output_grad.shape, self.wire_dtype)
+        message = codec.encode(RankMessage(np.asarray(counts), ids, row_grads.asnumpy(), output_grad.asnumpy()))
+        gathered = self.world.allgather(message, name="gradients")
+        messages = codec.decode_all(gathered)
+        merged_ids, merged_rows = sum_rows_by_id([(m.ids, m.rows) for m in messages])
+        summed_output = np.sum([m.output.astype(np.float32) for m in messages], axis=0)
+        summed_counts = np.sum([m.counts for m in messages], axis=0)
+        size = self.world.size
         self.last = ExchangeStats(
             seconds=time.perf_counter() - start,
-            bytes_sent=ids.size * 8 + row_grads.size * itemsize + output_grad.size * itemsize,
-            dense_equivalent_bytes=(self.num_input_rows * dim + output_grad.size) * 4)
-        return merged_ids, merged_rows, summed_output.astype(np.float32)
+            received_bytes=len(gathered) - len(message),
+            dense_allreduce_bytes=int(2 * (size - 1) / size * (self.num_input_rows * dim + output_grad.size)
+                                      * codec.wire.itemsize))
+        return merged_ids, to_device(merged_rows, ctx), to_device(summed_output, ctx), summed_counts

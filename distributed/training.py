@@ -2,12 +2,22 @@
 
 One loop for every world size: a single process is a world of one whose exchange is the
 identity. Read top to bottom, it is fastText's `trainThread` in mini-batches.
+
+Learning rate for N ranks. fastText's --lr is a step size *per example*: each example's
+gradient is applied with `lr * (1 - progress)`. Here a step applies the *sum* of the
+per-example gradients of its global batch (the exchange sums, never averages) with that
+rate, so --lr means the same for any batch size and any number of ranks; there is no
+`lr * N` rule to apply because nothing is averaged. The global batch is
+N x --batch-size documents, and the batches depend only on it (see `BatchStream`), so N
+ranks with --batch-size B train exactly as one process with --batch-size N*B. Progress,
+which drives the linear decay, counts the fastText tokens of all ranks: every rank learns
+the step's global token count from the exchange and applies the same rate.
 """
 import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass
 from typing import List, Optional
 
 import mxnet as mx
@@ -17,7 +27,7 @@ from mxnet import autograd
 from data_pipeline.batching import Batch, BatchStream
 from data_pipeline.dictionary import Dictionary
 from data_pipeline.readers import detect_format, read_class_names
-from data_pipeline.shards import CorpusSettings, ShardedCorpus, corpus_key, preprocess
+from data_pipeline.shards import CorpusSettings
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
 
@@ -25,7 +35,8 @@ from .dashboard import Dashboard
 from .exchange import GradientExchange
 from .inference import CHECKPOINT_FILE, TEXT_NORMALIZATION, build_model, encode_labelled_file, evaluate
 from .progress import ProgressReporter
-from .sharding import open_rank_shards
+from .scaling import ScalingMeter, scaling_scalars, summarize, time_single_worker
+from .sharding import open_rank_shards, prepare_corpus
 from .tensors import batch_tensors, to_device
 from .world import World
 
@@ -53,6 +64,7 @@ class TrainConfig:
     cache_dir: str = ".fasttext_cache"
     num_shards: int = 8
     fp16_allreduce: bool = False
+    baseline_rate: Optional[float] = None  # single-worker examples/s for scaling efficiency
     log_every: int = 50
     resume: bool = False
     dataset: Optional[str] = None
@@ -61,9 +73,10 @@ class TrainConfig:
         return CorpusSettings(self.min_count, self.min_count_label, self.bucket, self.word_ngrams, self.num_shards)
 
 
-# Settings that must match for --resume to continue the same run.
+# Settings that must match for --resume to continue the same run. The batch size may
+# change (so may the number of ranks): the position is carried over in documents.
 _RESUME_KEYS = ("lr", "dim", "epoch", "word_ngrams", "bucket", "min_count", "min_count_label", "loss",
-                "batch_size", "seed", "num_shards")
+                "seed", "num_shards")
 
 
 @dataclass
@@ -76,50 +89,17 @@ class Progress:
     step: int = 0
 
 
+def resume_batch(batch: int, saved_global_batch: int, global_batch: int) -> int:
+    """Where to resume an epoch when the global batch size changed (another number of ranks).
+
+    The saved run had trained on the epoch's first `batch * saved_global_batch` positions.
+    Rounding down trains the few documents of a partial batch again rather than skip them.
+    """
+    return batch * saved_global_batch // global_batch
+
+
 class NonFiniteLoss(Exception):
     pass
-
-
-class ThroughputMeter:
-    """Loss and throughput since the last log point, and totals over the run.
-
-    The loss is summed on the device and read only when a window closes, so logging does
-    not force a device sync every step.
-    """
-
-    def __init__(self, world_size: int):
-        self.world_size = world_size
-        self.start = time.perf_counter()
-        self.total_examples = self.total_tokens = 0
-        self._open()
-
-    def _open(self):
-        self.window_start = time.perf_counter()
-        self.loss_sum, self.docs, self.global_docs, self.global_tokens = None, 0, 0, 0
-
-    def add(self, loss, batch: Batch, global_docs: int, global_tokens: int):
-        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
-        self.docs += batch.num_docs
-        self.global_docs += int(global_docs)
-        self.global_tokens += int(global_tokens)
-
-    def close_window(self) -> Optional[dict]:
-        """The window's mean loss (this rank's documents) and global rates; None if empty."""
-        if self.loss_sum is None:
-            return None
-        seconds = max(time.perf_counter() - self.window_start, 1e-9)
-        window = {"loss": self.loss_sum.asscalar() / max(self.docs, 1), "examples": self.global_docs,
-                  "examples_per_second": self.global_docs / seconds,
-                  "tokens_per_second": self.global_tokens / seconds}
-        self.total_examples += self.global_docs
-        self.total_tokens += self.global_tokens
-        self._open()
-        return window
-
-    def totals(self) -> dict:
-        seconds = max(time.perf_counter() - self.start, 1e-9)
-        return {"train_seconds": seconds, "examples_per_second": self.total_examples / seconds,
-                "tokens_per_second": self.total_tokens / seconds, "world_size": self.world_size}
 
 
 class _StopRequest:
@@ -156,10 +136,12 @@ class Trainer:
     def __init__(self, config: TrainConfig, world: World):
         self.config = config
         self.world = world
+        # Horovod: pin each rank to its device, GPU `local rank` with --gpu, else the CPU.
         self.ctx = world.device(config.gpu)
         self.checkpoint_path = os.path.join(config.model_dir, CHECKPOINT_FILE)
         self.num_classes = len(read_class_names(config.train) or []) or None
-        self.corpus = self._prepare_corpus()
+        # Horovod: one preprocessed corpus, so every rank has the same dictionary and label map.
+        self.corpus = prepare_corpus(config.train, config.corpus_settings(), config.cache_dir, self.num_classes, world)
         self.dictionary = self.corpus.dictionary
         self.names = label_names(self.dictionary, config.train)
         self.test_docs = (encode_labelled_file(config.test, self.dictionary, self.num_classes)
@@ -168,41 +150,25 @@ class Trainer:
         self.model.initialize(ctx=self.ctx)
         # Rows any update wrote; checkpoints store these, the rest is the seeded init.
         self.touched = np.zeros(self.dictionary.num_input_rows, dtype=bool)
+        # Horovod: the global batch is size x --batch-size documents (the learning rate needs no scaling).
+        self.global_batch_size = config.batch_size * world.size
         self.progress = Progress()
-        if config.resume:
+        if config.resume and world.is_root:
             self._restore()
-        self._broadcast_parameters()
+        # Horovod: every rank starts from rank 0's parameters and position.
+        world.broadcast_parameters(self.model.collect_params())
+        self.progress = Progress(*map(int, world.broadcast(np.array(astuple(self.progress)), name="progress")))
         self.exchange = GradientExchange(world, self.dictionary.num_input_rows, config.fp16_allreduce)
-        # Horovod: each rank reads its shards; the global batch is size x --batch-size.
+        # Horovod: each rank reads only its own shards.
         self.stream = BatchStream(open_rank_shards(self.corpus, world), self.corpus.docs_per_shard,
-                                  config.batch_size * world.size, config.seed)
+                                  self.global_batch_size, config.seed)
         self.total_tokens = config.epoch * sum(self.corpus.tokens_per_shard)
         self.dashboard = Dashboard(config.logdir, world.is_root)
+        self.single_worker_rate = None
 
-    # -- setup ---------------------------------------------------------------------------
-    def _prepare_corpus(self) -> ShardedCorpus:
-        """Root preprocesses (or reuses the cache); the other ranks wait, then open it."""
-        config = self.config
-        corpus = None
-        if self.world.is_root:
-            reporter = ProgressReporter(None, "docs preprocessed")
-            corpus = preprocess(config.train, config.corpus_settings(), config.cache_dir, self.num_classes,
-                                on_progress=reporter.update)
-            reporter.close()
-        self._barrier()
-        return corpus or ShardedCorpus(os.path.join(config.cache_dir,
-                                                    corpus_key(config.train, config.corpus_settings())))
-
-    def _barrier(self):
-        if self.world.size > 1:
-            self.world.hvd.allreduce(mx.nd.zeros(1), name="barrier").wait_to_read()
-
-    def _broadcast_parameters(self):
-        if self.world.size > 1:
-            # Horovod: every rank starts from rank 0's parameters.
-            self.world.hvd.broadcast_parameters(self.model.collect_params(), root_rank=0)
-
+    # -- checkpoints -----------------------------------------------------------------------
     def _restore(self):
+        """Rank 0 loads the checkpoint; the others receive it by broadcast."""
         arrays, meta = load_checkpoint(self.checkpoint_path)
         saved = meta["config"]
         changed = [k for k in _RESUME_KEYS if saved.get(k) != getattr(self.config, k)]
@@ -215,8 +181,9 @@ class Trainer:
         self.model.load_state_arrays(arrays)
         self.touched[arrays["input_rows"]] = True
         self.progress = Progress(**meta["progress"])
+        self.progress.batch = resume_batch(self.progress.batch, saved["batch_size"] * meta["world_size"],
+                                           self.global_batch_size)
 
-    # -- checkpoints -----------------------------------------------------------------------
     def _save(self, finished: bool, metrics: Optional[dict] = None):
         if not self.world.is_root:
             return
@@ -227,81 +194,126 @@ class Trainer:
                 "metrics": metrics or {}}
         save_checkpoint(self.checkpoint_path, arrays, meta)
 
-    # -- the loop ----------------------------------------------------------------------------
-    def _step(self, batch: Batch, lr: float):
-        """One SGD step; returns (summed loss of this rank's documents, global [docs, tokens])."""
+    # -- one step ----------------------------------------------------------------------------
+    def _gradients(self, batch: Batch):
+        """(summed loss, row gradients, output gradient) of this rank's share of a step."""
         ctx, model = self.ctx, self.model
+        if not batch.num_docs:  # under Horovod a rank's share of a small global batch can be empty
+            # mx.nd.zeros rejects a zero-length dimension; an array from numpy does not.
+            no_rows = mx.nd.array(np.zeros((0, self.config.dim), dtype=np.float32), ctx=ctx)
+            return mx.nd.zeros(1, ctx=ctx), no_rows, mx.nd.zeros(model.output_matrix.shape, ctx=ctx)
         ids, bag, targets = batch_tensors(batch, ctx)
-        if batch.num_docs:
-            rows = model.gather_rows(ids)
-            rows.attach_grad(stype="row_sparse")
-            with autograd.record():
-                loss = model(bag, rows, targets).sum()
-            loss.backward()
-            # Every batch column is used, so the row-sparse gradient holds all U rows in order.
-            row_grads, output_grad = rows.grad.data, model.output_matrix.grad(ctx)
-        else:  # under Horovod a rank's share of a small global batch can be empty
-            loss = mx.nd.zeros(1, ctx=ctx)
-            row_grads, output_grad = mx.nd.zeros((0, self.config.dim), ctx=ctx), model.output_matrix.grad(ctx) * 0
-        row_ids, row_grads, output_grad, counts = self.exchange.exchange(
-            batch.unique_ids, row_grads, output_grad, np.array([batch.num_docs, batch.num_tokens]))
+        rows = model.gather_rows(ids)
+        rows.attach_grad(stype="row_sparse")
+        with autograd.record():
+            loss = model(bag, rows, targets).sum()
+        loss.backward()
+        # Every batch column is used, so the row-sparse gradient holds all U rows in order.
+        return loss, rows.grad.data, model.output_matrix.grad(ctx)
+
+    def _apply(self, row_ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
         if len(row_ids):
-            sparse_sgd_step(model.input_matrix.data(ctx), to_device(row_ids, ctx), row_grads, lr)
-            self.touched[row_ids] = True
-        dense_sgd_step(model.output_matrix.data(ctx), output_grad, lr)
+            sparse_sgd_step(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads, lr)
+        dense_sgd_step(self.model.output_matrix.data(self.ctx), output_grad, lr)
+
+    def _step(self, batch: Batch, lr: float, stopping: bool):
+        """One SGD step; returns (summed loss of this rank's documents, global [docs, tokens, ranks stopping])."""
+        loss, row_grads, output_grad = self._gradients(batch)
+        # Horovod: sum the step's gradients over ranks, sending only the input rows it touched.
+        row_ids, row_grads, output_grad, counts = self.exchange.exchange(
+            batch.unique_ids, row_grads, output_grad, np.array([batch.num_docs, batch.num_tokens, stopping]))
+        self._apply(row_ids, row_grads, output_grad, lr)
+        self.touched[row_ids] = True
         return loss, counts
 
+    def _step_alone(self, batch: Batch):
+        """A world-of-one step at learning rate 0: a step's work, the weights unchanged."""
+        loss, row_grads, output_grad = self._gradients(batch)
+        self._apply(batch.unique_ids, row_grads, output_grad, lr=0.0)
+        loss.wait_to_read()
+
+    def _measure_single_worker_rate(self) -> Optional[float]:
+        """What scaling efficiency compares with: --baseline-rate, or rank 0 timed alone (see `scaling`)."""
+        if self.config.baseline_rate or self.world.size == 1:
+            return self.config.baseline_rate
+        rate = None
+        if self.world.is_root:
+            rate = time_single_worker(self._step_alone, self.stream.epoch(self.progress.epoch, self.progress.batch))
+        self.world.barrier()  # the other ranks wait here, outside the timed steps
+        return rate
+
+    # -- the loop ----------------------------------------------------------------------------
     def train(self) -> dict:
         """Run the remaining epochs; returns the final metrics (test metrics if --test)."""
         config, progress, world = self.config, self.progress, self.world
         self.dashboard.settings(asdict(config))
+        self.single_worker_rate = self._measure_single_worker_rate()
         reporter = ProgressReporter(config.epoch * self.stream.num_docs, "examples", enabled=world.is_root)
         done_before = progress.epoch * self.stream.num_docs + progress.batch * self.stream.global_batch_size
-        meter = ThroughputMeter(world.size)
+        meter = ScalingMeter()
         report = None
+        train_start = time.perf_counter()
         with _StopRequest() as stop:
             while progress.epoch < config.epoch:
+                started = time.perf_counter()
                 for batch in self.stream.epoch(progress.epoch, progress.batch):
                     lr = linear_decay_lr(config.lr, progress.tokens / self.total_tokens)
-                    loss, (global_docs, global_tokens) = self._step(batch, lr)
-                    meter.add(loss, batch, global_docs, global_tokens)
+                    loss, (_, global_tokens, stopping) = self._step(batch, lr, stop.signum is not None)
+                    meter.add(loss, batch.num_docs, batch.num_tokens, time.perf_counter() - started, self.exchange.last)
                     progress.batch += 1
                     progress.step += 1
                     progress.tokens += int(global_tokens)
-                    if progress.step % config.log_every == 0 or stop.signum:
+                    if progress.step % config.log_every == 0 or stopping:
                         self._log(meter, lr, reporter, done_before)
-                    if stop.signum:
+                    if stopping:  # any rank was signalled: all stop at this same step
                         self._save(finished=False)
+                        world.barrier()  # no rank exits (and has the launcher stop the job) before the save
                         reporter.close()
-                        raise KeyboardInterrupt(f"stopped by signal {stop.signum} at epoch {progress.epoch + 1}, "
-                                                f"batch {progress.batch}; checkpoint saved, continue with --resume")
+                        raise KeyboardInterrupt(f"stopped by a signal at epoch {progress.epoch + 1}, batch "
+                                                f"{progress.batch}; checkpoint saved, continue with --resume"
+                                                if world.is_root else "")
+                    started = time.perf_counter()
                 self._log(meter, lr, reporter, done_before)
                 progress.epoch += 1
                 progress.batch = 0
+                self.dashboard.scalars(progress.epoch, scaling_scalars(self._gather(meter.close_epoch()),
+                                                                       "scaling_per_epoch"))
                 report = self._evaluate(progress.step)
                 self._save(finished=progress.epoch == config.epoch,
                            metrics=report.as_dict(self.names) if report else None)
+                world.barrier()  # the other ranks wait for rank 0's evaluation here, outside the timed steps
         reporter.close()
-        metrics = meter.totals()
+        metrics = self._run_metrics(self._gather(meter.close_run()), time.perf_counter() - train_start)
         if report:
             metrics.update(report.as_dict(self.names))
             self.dashboard.hparams(asdict(config), {"accuracy": report.accuracy})
         self.dashboard.close()
         return metrics
 
-    def _log(self, meter: "ThroughputMeter", lr: float, reporter: ProgressReporter, done_before: int):
-        """Close the meter's window: check the loss, write scalars, move the progress bar."""
-        window = meter.close_window()
-        if window is None:
+    def _gather(self, totals: np.ndarray) -> dict:
+        """Global numbers from every rank's meter totals (see `scaling`)."""
+        return summarize(self.world.allgather(totals[None], name="meter_totals"), self.single_worker_rate)
+
+    def _log(self, meter: ScalingMeter, lr: float, reporter: ProgressReporter, done_before: int):
+        """Close the log window: gather the ranks' totals, check the loss, write scalars, move the progress bar."""
+        if meter.window_empty:
             return
+        window = self._gather(meter.close_window())
         if not math.isfinite(window["loss"]):
             raise NonFiniteLoss(f"loss became {window['loss']} at epoch {self.progress.epoch + 1}, "
                                 f"step {self.progress.step}: lower --lr (now {self.config.lr})")
         self.dashboard.scalars(self.progress.step, {
             "train/loss": window["loss"], "train/learning_rate": lr,
             "train/examples_per_second": window["examples_per_second"],
-            "train/tokens_per_second": window["tokens_per_second"]})
+            "train/tokens_per_second": window["tokens_per_second"], **scaling_scalars(window, "scaling")})
         reporter.update(window["examples"], done_before, loss=window["loss"], lr=lr)
+
+    def _run_metrics(self, run: dict, seconds: float) -> dict:
+        """The metrics JSON's training part: throughput over the training steps and how it scaled."""
+        metrics = {"train_seconds": seconds, "world_size": self.world.size,
+                   "global_batch_size": self.global_batch_size}
+        metrics.update({key: value for key, value in run.items() if key not in ("examples", "loss")})
+        return metrics
 
     def _evaluate(self, step: int):
         if self.test_docs is None:

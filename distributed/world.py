@@ -1,16 +1,46 @@
-"""Who am I in the job: rank, size, local rank and device, in one place.
+"""Who am I in the job, and the few collectives the rest of the code uses.
 
-A process not started by `horovodrun`/`mpirun` is a world of one and never imports
-Horovod, so the single-process path is the distributed path with size 1.
+Initialisation happens here and only here: rank, size, local rank and device. A process
+not started by `horovodrun`/`mpirun` is a world of one and never imports Horovod, so the
+single-process path is the distributed path with size 1, whose collectives are identities.
+
+Collectives take and return numpy arrays, and leave the caller's arrays as they were.
+
+If another rank dies or raises, Horovod shuts down and every collective still pending
+fails; that surfaces here as `PeerFailure`, so a surviving rank stops with one line
+instead of a traceback, a hang, or training on with garbage. The last is a real risk:
+under MXNet's NaiveEngine (our CPU engine) a failed Horovod op raises nothing and leaves
+its output as Horovod's 1-element placeholder. So every collective here is an all-gather
+to which each rank gives at least one row, and a result shorter than one row per rank is
+taken for what it is (broadcasts are all-gathers too, for that reason: they carry a few
+bytes). Only `broadcast_parameters` uses Horovod's broadcast; the next collective checks it.
 """
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
 import mxnet as mx
+import numpy as np
 
-# Set by horovodrun (Gloo or MPI) and by Open MPI / MPICH launchers respectively.
-_LAUNCHER_SIZE_VARS = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+from .launcher import launched_size
+from .tensors import to_device
+
+
+class PeerFailure(Exception):
+    """A collective could not complete because another rank stopped; this rank stops too."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"stopped because another rank failed (the launcher's output names it): {reason}")
+
+
+@contextmanager
+def _peer_failures():
+    """Horovod's error from a failed collective (raised under MXNet's threaded engines) as PeerFailure."""
+    try:
+        yield
+    except mx.base.MXNetError as err:
+        raise PeerFailure(str(err).strip().splitlines()[0].replace("MXNetError: ", "")) from None
 
 
 @dataclass
@@ -26,20 +56,48 @@ class World:
         return self.rank == 0
 
     def device(self, gpu: Optional[int]) -> mx.Context:
-        """CPU without --gpu; one GPU per rank under Horovod; GPU `gpu` for a single process."""
+        """CPU without --gpu; GPU `local rank` under Horovod; GPU `gpu` for a single process."""
         if gpu is None:
             return mx.cpu()
         return mx.gpu(self.local_rank if self.size > 1 else gpu)
 
+    def allgather(self, array: np.ndarray, name: str) -> np.ndarray:
+        """Every rank's `array` (at least one row each; the counts may differ) concatenated
+        along axis 0 in rank order."""
+        if self.size == 1:
+            return array
+        with _peer_failures():
+            gathered = self.hvd.allgather(to_device(array.copy(), mx.cpu()), name=name).asnumpy()
+        if gathered.shape[1:] != array.shape[1:] or len(gathered) < self.size:
+            raise PeerFailure(f"the {name!r} all-gather failed")
+        return gathered
 
-def launched_by_horovod() -> bool:
-    return any(int(os.environ.get(var, "1")) > 1 for var in _LAUNCHER_SIZE_VARS)
+    def broadcast(self, array: np.ndarray, name: str) -> np.ndarray:
+        """Rank 0's `array`; every rank passes one of the same shape and dtype."""
+        return self.allgather(array[None], name)[0]
+
+    def barrier(self):
+        """Returns once every rank has called it."""
+        self.allgather(np.zeros(1, dtype=np.uint8), name="barrier")
+
+    def broadcast_parameters(self, params):
+        """Overwrite every rank's Gluon parameters with rank 0's.
+
+        Horovod's own broadcast: too big to gather. A failure here shows in the next collective.
+        """
+        if self.size > 1:
+            with _peer_failures():
+                self.hvd.broadcast_parameters(params, root_rank=0)
 
 
 def init_world() -> World:
-    if not launched_by_horovod():
+    if launched_size() == 1:
         return World()
-    # Horovod: initialise once; rank/size come from the launcher.
+    # A rank waiting in a collective yields its core instead of spinning on it (Open MPI reads
+    # this at MPI_Init): with a Horovod thread per rank, spinning ranks steal the cores the
+    # others compute on. On 2 cores and 2 ranks this halves the time of a step's computation.
+    os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
+    # Horovod: initialise once; rank, size and local rank come from the launcher.
     import horovod.mxnet as hvd
     hvd.init()
     return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd)

@@ -18,15 +18,25 @@ def configure_mxnet(threads, gpu):
 
 
 def run_cli(main) -> None:
-    """Run `main()`; a user error prints one line naming its file and exits non-zero."""
+    """Run `main()`; a user error prints one line naming its file and exits non-zero.
+
+    Under a launcher the line also names the rank (`error: rank 1: ...`); a rank stopped
+    because another one failed says so and exits non-zero too, so no rank hangs or stays.
+    """
     from data_pipeline.errors import InputError
     from model.checkpoint import CheckpointError
+    from distributed.launcher import launched_rank
     from distributed.training import NonFiniteLoss
+    from distributed.world import PeerFailure
+    where = "" if launched_rank() is None else f"rank {launched_rank()}: "
     try:
         main()
     except (InputError, CheckpointError, NonFiniteLoss) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {where}{err}", file=sys.stderr)
         sys.exit(2)
+    except PeerFailure as err:
+        print(f"error: {where}{err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt as err:
         print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
         sys.exit(130)

@@ -2,6 +2,7 @@
 
     python launch/train.py --train train.csv --test test.csv --model-dir runs/ag --logdir runs/ag/tb
     horovodrun -np 4 python launch/train.py --dataset yelp_polarity --data-root data --gpu 0 ...
+    horovodrun -np 2 python launch/train.py --train train.csv --batch-size 32 ...   (CPU ranks)
 """
 import argparse
 import json
@@ -10,6 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from distributed.launcher import launched_size, threads_per_rank  # noqa: E402
 from launch.common import configure_mxnet, run_cli  # noqa: E402
 
 
@@ -37,13 +39,17 @@ def parse_args(argv=None):
     ft.add_argument("--min-count", type=int, default=1, help="minimal number of word occurrences")
     ft.add_argument("--min-count-label", type=int, default=1, help="minimal number of label occurrences")
     ft.add_argument("--loss", choices=("softmax", "hs"), default="softmax")
-    ft.add_argument("--thread", type=int, help="CPU threads for MXNet operators")
+    ft.add_argument("--thread", type=int,
+                    help="CPU threads for MXNet operators (under Horovod: the node's cores / its ranks)")
     ft.add_argument("--k", type=int, default=1, help="k of precision/recall@k in evaluation")
     run = parser.add_argument_group("mini-batches and devices")
     run.add_argument("--batch-size", type=int, default=64, help="documents per step per rank")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--gpu", type=int, help="GPU index for one process (under Horovod: local rank)")
     run.add_argument("--fp16-allreduce", action="store_true", help="exchange gradients in float16")
+    run.add_argument("--baseline-rate", type=float, metavar="EXAMPLES_PER_S",
+                     help="one worker's measured examples/s (bench/scaling.py at np=1) for scaling/efficiency; "
+                          "default under Horovod: rank 0 measures it before training")
     run.add_argument("--log-every", type=int, default=50, help="steps between loss/throughput logs")
     args = parser.parse_args(argv)
     if args.dataset:
@@ -59,12 +65,17 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.lr <= 0:
         parser.error("--lr must be positive")
+    if args.baseline_rate is not None and args.baseline_rate <= 0:
+        parser.error("--baseline-rate must be positive")
+    if args.num_shards < launched_size():
+        parser.error(f"--num-shards {args.num_shards} cannot feed {launched_size()} ranks: give at least one per rank")
     return args
 
 
 def main():
     args = parse_args()
-    configure_mxnet(args.thread, args.gpu)
+    # Horovod: the ranks of a node share its cores, so each gets its share of MXNet threads.
+    configure_mxnet(args.thread or threads_per_rank(), args.gpu)
     from distributed.training import TrainConfig, Trainer
     from distributed.world import init_world
     world = init_world()

@@ -1,0 +1,109 @@
+"""Two Horovod ranks train the model one process trains, and only rank 0 speaks.
+
+Real jobs on real AG News rows: `horovodrun -np 2` (Gloo and MPI controllers) with
+--batch-size B against one process with --batch-size 2B. Batches depend only on the
+global batch, so the two must end with the same weights up to float rounding, and the
+same accuracy.
+"""
+import json
+import re
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import AG_NEWS, write_sample
+from horovod_jobs import CONTROLLERS, TRAIN_SETTINGS, assert_same_weights, run, train_command
+
+OUTPUT_TAG = re.compile(r"\[\d+(,\d+)?\]<(stdout|stderr)>:")  # what the launchers prefix to each piece of output
+MXNET_ENGINE_BANNER = re.compile(r"^\[\d\d:\d\d:\d\d\] \.\./src/engine/engine\.cc:\d+: MXNet start using engine: \w+$")
+
+
+def train(tmp_path, controller, num_proc, batch_size, *extra, data=AG_NEWS):
+    """Train into tmp_path/<controller>-np<N>-b<B> (ranks' output in its `output/`); returns that directory."""
+    model_dir = tmp_path / f"{controller}-np{num_proc}-b{batch_size}"
+    done = run(train_command(controller, num_proc, "--train", data / "train.csv", "--test", data / "test.csv",
+                             "--model-dir", model_dir, "--cache-dir", tmp_path / "cache",
+                             "--metrics-out", model_dir / "metrics.json", "--batch-size", batch_size, *TRAIN_SETTINGS,
+                             *extra, output_dir=model_dir / "output"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One process with batch 64, and two ranks with batch 32 under each controller (Gloo logs to TensorBoard)."""
+    root = tmp_path_factory.mktemp("horovod_runs")
+    single = train(root, "none", 1, 64)
+    ranks = {controller: train(root, controller, 2, 32, *(["--logdir", root / "tb"] if controller == "gloo" else []))
+             for controller in CONTROLLERS}
+    return {"single": single, "ranks": ranks, "logdir": root / "tb"}
+
+
+def rank_output(model_dir, rank: int, stream: str) -> list:
+    """Lines rank `rank` wrote to `stream`, without the launcher's tags."""
+    (path,) = (model_dir / "output").glob(f"**/rank.{rank}/{stream}")
+    return [OUTPUT_TAG.sub("", line) for line in path.read_text(errors="replace").splitlines()]
+
+
+def metrics(model_dir) -> dict:
+    return json.loads((model_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS)
+def test_two_ranks_end_with_the_weights_of_one_process(runs, controller):
+    """Same global batch, seed and data: the same model to float tolerance, after 5 epochs."""
+    assert_same_weights(runs["ranks"][controller], runs["single"])
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS)
+def test_two_rank_accuracy_is_within_half_a_point_of_one_process(runs, controller):
+    single, ranks = metrics(runs["single"]), metrics(runs["ranks"][controller])
+    assert single["accuracy"] > 0.8
+    assert abs(ranks["accuracy"] - single["accuracy"]) <= 0.005, (ranks["accuracy"], single["accuracy"])
+    assert ranks["world_size"] == 2 and ranks["global_batch_size"] == single["global_batch_size"] == 64
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS)
+def test_only_rank_0_prints(runs, controller):
+    """Rank 1 says nothing but MXNet's engine banner; rank 0 prints the result line."""
+    model_dir = runs["ranks"][controller]
+    assert [line for line in rank_output(model_dir, 1, "stdout") if line.strip()] == []
+    said = [line for line in rank_output(model_dir, 1, "stderr") if line.strip()]
+    assert len(said) == 1 and MXNET_ENGINE_BANNER.match(said[0]), said
+    assert json.loads(rank_output(model_dir, 0, "stdout")[0])["accuracy"] > 0.8
+
+
+def test_only_rank_0_writes_tensorboard_events(runs):
+    events = sorted(p.name for p in runs["logdir"].rglob("events.out.tfevents.*"))
+    assert len(events) == 2, events  # the run's scalars, and its hparams entry
+
+
+def test_scaling_dashboard_shows_rates_split_traffic_and_efficiency(runs):
+    """Per step and per epoch: each rank's rates, compute/communicate split, bytes, efficiency."""
+    events = EventAccumulator(str(runs["logdir"]), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for group in ("scaling", "scaling_per_epoch"):
+        for name in ("rank_0/examples_per_second", "rank_1/examples_per_second", "rank_0/tokens_per_second",
+                     "rank_1/tokens_per_second", "examples_per_second", "compute_seconds_per_step",
+                     "communicate_seconds_per_step", "communicate_fraction", "bytes_per_step",
+                     "dense_allreduce_bytes_per_step", "efficiency"):
+            assert f"{group}/{name}" in tags, sorted(tags)
+    assert len(events.Scalars("scaling_per_epoch/efficiency")) == 5
+    efficiency = [e.value for e in events.Scalars("scaling/efficiency")]
+    assert len(efficiency) > 10 and all(0 < value < 2 for value in efficiency), efficiency
+    sparse = [e.value for e in events.Scalars("scaling/bytes_per_step")]
+    dense = [e.value for e in events.Scalars("scaling/dense_allreduce_bytes_per_step")]
+    # A 100k-bucket table keeps the test fast; the gap grows with --bucket (bench/scaling.py).
+    assert all(0 < s < 0.05 * d for s, d in zip(sparse, dense)), (sparse, dense)
+    run_metrics = metrics(runs["ranks"]["gloo"])
+    assert run_metrics["single_worker_examples_per_second"] > 0 and 0 < run_metrics["efficiency"] < 2
+
+
+def test_ranks_with_empty_shares_of_a_step_still_match_one_process(tmp_path):
+    """Global batch 2 over 3 shards: in some steps all documents are rank 0's, rank 1 sends no rows."""
+    data = write_sample(tmp_path / "data", 300, 100)
+    extra = ("--num-shards", "3", "--epoch", "1")
+    single = train(tmp_path, "none", 1, 2, *extra, data=data)
+    ranks = train(tmp_path, "gloo", 2, 1, *extra, data=data)
+    assert_same_weights(ranks, single)
