@@ -32,6 +32,7 @@ from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
 
 from .dashboard import Dashboard
+from .errors import NonFiniteLoss
 from .exchange import GradientExchange
 from .inference import CHECKPOINT_FILE, TEXT_NORMALIZATION, build_model, encode_labelled_file, evaluate
 from .progress import ProgressReporter
@@ -96,10 +97,6 @@ def resume_batch(batch: int, saved_global_batch: int, global_batch: int) -> int:
     Rounding down trains the few documents of a partial batch again rather than skip them.
     """
     return batch * saved_global_batch // global_batch
-
-
-class NonFiniteLoss(Exception):
-    pass
 
 
 class _StopRequest:
@@ -206,7 +203,7 @@ class Trainer:
         rows = model.gather_rows(ids)
         rows.attach_grad(stype="row_sparse")
         with autograd.record():
-            loss = model(bag, rows, targets).sum()
+            loss = model(bag, rows, targets)
         loss.backward()
         # Every batch column is used, so the row-sparse gradient holds all U rows in order.
         return loss, rows.grad.data, model.output_matrix.grad(ctx)

@@ -23,15 +23,9 @@ from typing import Optional
 import mxnet as mx
 import numpy as np
 
+from .errors import PeerFailure
 from .launcher import launched_size
 from .tensors import to_device
-
-
-class PeerFailure(Exception):
-    """A collective could not complete because another rank stopped; this rank stops too."""
-
-    def __init__(self, reason: str):
-        super().__init__(f"stopped because another rank failed (the launcher's output names it): {reason}")
 
 
 @contextmanager

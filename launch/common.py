@@ -24,10 +24,9 @@ def run_cli(main) -> None:
     because another one failed says so and exits non-zero too, so no rank hangs or stays.
     """
     from data_pipeline.errors import InputError
-    from model.checkpoint import CheckpointError
+    from distributed.errors import NonFiniteLoss, PeerFailure
     from distributed.launcher import launched_rank
-    from distributed.training import NonFiniteLoss
-    from distributed.world import PeerFailure
+    from model.checkpoint import CheckpointError
     where = "" if launched_rank() is None else f"rank {launched_rank()}: "
     try:
         main()

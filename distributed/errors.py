@@ -1,0 +1,12 @@
+"""Errors that end a training run with one line, importable before MXNet loads."""
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN or infinite: the learning rate is too high for this data."""
+
+
+class PeerFailure(Exception):
+    """A collective could not complete because another rank stopped; this rank stops too."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"stopped because another rank failed (the launcher's output names it): {reason}")
