@@ -125,7 +125,7 @@ class _Generator:
         return np.concatenate([title.astype(np.int64)[:, None], share], axis=1)
 
     def chunk(self, rng, n: int) -> bytes:
-        spec, columns, classes = self.spec, self.spec.text_columns, self.spec.num_classes
+        columns, classes = self.spec.text_columns, self.spec.num_classes
         true_class = rng.integers(0, classes, n)
         flipped = rng.random(n) < self.noise
         label = np.where(flipped, (true_class + rng.integers(1, classes, n)) % classes, true_class)

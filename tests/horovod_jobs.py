@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.checkpoint import load_checkpoint
+
 REPO = Path(__file__).resolve().parents[1]
 HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 CONTROLLERS = ("gloo", "mpi")
@@ -34,8 +36,8 @@ WEIGHTS = ("input_rows", "input_values", "output_matrix")
 
 
 def checkpoint_arrays(model_dir: Path) -> dict:
-    with np.load(model_dir / "checkpoint.npz", allow_pickle=False) as archive:
-        return {name: archive[name] for name in WEIGHTS}
+    arrays, _ = load_checkpoint(str(model_dir / "checkpoint.npz"))
+    return {name: arrays[name] for name in WEIGHTS}
 
 
 def assert_same_weights(got_dir: Path, expected_dir: Path):

@@ -18,6 +18,7 @@ from horovod_jobs import CONTROLLERS, REPO, TRAIN_SETTINGS, assert_same_weights,
 
 from data_pipeline.shards import CorpusSettings, preprocess
 from distributed.training import resume_batch
+from model.checkpoint import load_checkpoint
 
 STOP_WITHIN_S = 60
 
@@ -33,8 +34,7 @@ def accuracy(model_dir) -> float:
 
 
 def checkpoint_meta(model_dir) -> dict:
-    with np.load(model_dir / "checkpoint.npz", allow_pickle=False) as archive:
-        return json.loads(archive["__meta__"].tobytes())
+    return load_checkpoint(str(model_dir / "checkpoint.npz"))[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """Checkpoints: a run stopped mid-epoch and resumed ends with the weights of an unstopped run."""
-import json
 import signal
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import time
 import numpy as np
 
 from conftest import REPO
+from model.checkpoint import load_checkpoint
 
 
 def train_command(data_dir, model_dir, cache_dir, *extra):
@@ -17,9 +17,7 @@ def train_command(data_dir, model_dir, cache_dir, *extra):
 
 
 def checkpoint(model_dir):
-    with np.load(model_dir / "checkpoint.npz", allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    return arrays, json.loads(arrays.pop("__meta__").tobytes())
+    return load_checkpoint(str(model_dir / "checkpoint.npz"))
 
 
 def test_resume_gives_same_weights(tmp_path, tiny_data_dir):
