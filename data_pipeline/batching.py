@@ -7,7 +7,7 @@ gathers just those rows, and the same (unique ids, row gradients) pair is what g
 updated and, under Horovod, exchanged.
 """
 from dataclasses import dataclass
-from typing import Dict, Iterator, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -21,12 +21,25 @@ class Batch:
     bag_data: np.ndarray       # CSR values: occurrences / document length, float32
     bag_indices: np.ndarray    # CSR column indices into unique_ids, int64
     bag_indptr: np.ndarray     # CSR row pointers, int64, len = num_docs + 1
-    targets: np.ndarray        # (num_docs,) int32 label id trained on for each document
+    targets: np.ndarray        # int32: (num_docs,) label id trained on, or (num_docs, width) label sets
     num_tokens: int            # fastText tokens in these documents (drives lr decay)
 
     @property
     def num_docs(self) -> int:
         return len(self.targets)
+
+
+def label_matrix(label_ids: np.ndarray, lengths: np.ndarray, width: Optional[int] = None) -> np.ndarray:
+    """Ragged label sets (concatenated ids, set sizes) as a (sets, width) int32 matrix padded with -1.
+
+    A rectangle lets a device turn a batch's label sets into a multi-hot matrix in one op.
+    `width` defaults to the largest set; it is at least 1, so an empty batch has a column.
+    """
+    width = max(1, int(lengths.max(initial=0)) if width is None else width)
+    matrix = np.full((len(lengths), width), -1, dtype=np.int32)
+    set_of = np.repeat(np.arange(len(lengths)), lengths)
+    matrix[set_of, np.arange(len(label_ids)) - offsets_of(lengths)[set_of]] = label_ids
+    return matrix
 
 
 def make_batch(rows: np.ndarray, lengths: np.ndarray, targets: np.ndarray, num_tokens: int) -> Batch:
@@ -57,10 +70,22 @@ class BatchStream:
     of ranks; every document is seen once per epoch; every rank runs the same number of
     steps (its share of a step may be empty when G is small). Randomness is counter-based
     (seed, epoch, shard), so a run resumed at batch j continues with the same batches.
+
+    `keep_rows` (a boolean mask over input rows) trains as fastText does after pruning its
+    dictionary: other rows leave the documents, and a document left with none is skipped.
+
+    Targets are one label per document, drawn uniformly from its set as fastText's softmax
+    and hs do, or with `all_labels` its whole set (`label_matrix`), as fastText's ova does.
     """
 
-    def __init__(self, shards: Dict[int, Shard], docs_per_shard: Sequence[int], global_batch_size: int, seed: int):
+    def __init__(self, shards: Dict[int, Shard], docs_per_shard: Sequence[int], global_batch_size: int, seed: int,
+                 keep_rows: Optional[np.ndarray] = None, all_labels: bool = False):
         self.shards = shards
+        self.keep_rows = keep_rows
+        self.all_labels = all_labels
+        # One width for every part of every batch, so shards' label matrices concatenate.
+        self.label_width = max((int(np.diff(shard.label_offsets).max(initial=0)) for shard in shards.values()),
+                               default=1)
         self.num_shards = len(docs_per_shard)
         self.num_docs = sum(docs_per_shard)
         self.global_batch_size = global_batch_size
@@ -86,9 +111,19 @@ class BatchStream:
     def _shard_part(self, s: int, order: np.ndarray, label_picks: np.ndarray, ks: np.ndarray):
         """Rows, lengths, targets and token counts of shard s's documents at permuted places ks."""
         shard, docs = self.shards[s], order[ks]
+        num_tokens = shard.num_tokens[docs]  # a skipped document's tokens still count, as in fastText
         rows, lengths = gather_rows(shard.ids, shard.offsets, docs)
-        first_label = shard.label_offsets[docs]
-        num_labels = shard.label_offsets[docs + 1] - first_label
-        # fastText's softmax trains on one label of a multi-label line, drawn uniformly.
-        targets = shard.label_ids[first_label + (label_picks[ks] * num_labels).astype(np.int64)]
-        return rows, lengths, targets, shard.num_tokens[docs]
+        if self.keep_rows is not None:
+            kept = self.keep_rows[rows]
+            rows, lengths = rows[kept], np.bincount(np.repeat(np.arange(len(docs)), lengths)[kept],
+                                                    minlength=len(docs))
+            docs, ks = docs[lengths > 0], ks[lengths > 0]
+            lengths = lengths[lengths > 0]
+        if self.all_labels:
+            targets = label_matrix(*gather_rows(shard.label_ids, shard.label_offsets, docs), self.label_width)
+        else:
+            first_label = shard.label_offsets[docs]
+            num_labels = shard.label_offsets[docs + 1] - first_label
+            # fastText's softmax trains on one label of a multi-label line, drawn uniformly.
+            targets = shard.label_ids[first_label + (label_picks[ks] * num_labels).astype(np.int64)]
+        return rows, lengths, targets, num_tokens

@@ -10,6 +10,7 @@ The script pipes each raw CSV line through::
 We work on bytes, as `tr` and `sed` do: only ASCII letters are lowercased and every
 other byte passes through untouched, so the output is byte-equal to the script's.
 """
+from typing import Sequence
 
 LABEL_PREFIX = b"__label__"
 
@@ -51,3 +52,14 @@ def normalize_csv_record(fields: list) -> bytes:
     `s/^/__label__/` makes the first field the label.
     """
     return LABEL_PREFIX + normalize_text(",".join(fields).encode("utf-8"))
+
+
+def normalize_multilabel_csv_record(classes: Sequence[str], text_fields: list) -> bytes:
+    """A record whose label column holds several classes: `__label__1 __label__3 , title , body`.
+
+    The script has no notion of several classes; this is the line it would write if the label
+    column held one, with one `__label__` token per class. For a single class of digits it is
+    byte-equal to `normalize_csv_record`, which single-class rows still go through.
+    """
+    labels = b" ".join(LABEL_PREFIX + name.encode("ascii") for name in classes)
+    return labels + normalize_text(("," + ",".join(text_fields)).encode("utf-8"))

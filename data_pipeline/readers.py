@@ -5,12 +5,13 @@ read from the normalised line, so everything downstream sees one representation.
 """
 import csv
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence
 
 from .errors import InputError
-from .normalize import LABEL_PREFIX, normalize_csv_record, normalize_text
+from .normalize import LABEL_PREFIX, normalize_csv_record, normalize_multilabel_csv_record, normalize_text
 
 EOS = b"</s>"
 # fastText's readWord splits on these bytes; bytes.split() covers all but NUL.
@@ -81,16 +82,31 @@ def read_text_lines(path: str, normalise: bool) -> Iterator[bytes]:
         yield normalize_text(data) if normalise else data
 
 
-def _parse_class_index(path, line, value: str, num_classes: Optional[int]) -> bytes:
-    if not value.strip().isdigit() or int(value) < 1:
-        raise InputError(path, f"label column {value!r} is not a class index (1, 2, ...)", line)
-    if num_classes is not None and int(value) > num_classes:
-        raise InputError(path, f"class {value} is outside 1..{num_classes} of classes.txt", line)
-    return value.strip().encode("ascii")
+_CLASS_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def _parse_classes(path, line, value: str, num_classes: Optional[int]) -> List[str]:
+    """The class indices of a label column: `3`, or several separated by commas or spaces (`1,3`)."""
+    classes = [name for name in _CLASS_SEPARATORS.split(value) if name]
+    if not classes:
+        raise InputError(path, "label column is empty: a row needs at least one class", line)
+    for name in classes:
+        if not (name.isascii() and name.isdigit()) or int(name) < 1:
+            raise InputError(path, f"label column {value!r} is not a class index (1, 2, ...) or a list "
+                                   f"of them (\"1,3\")", line)
+        if num_classes is not None and int(name) > num_classes:
+            raise InputError(path, f"class {name} is outside 1..{num_classes} of classes.txt", line)
+    return classes
 
 
 def read_csv_records(path, num_classes: Optional[int] = None) -> Iterator[Record]:
-    """Zhang et al. CSV rows `"class","title"[,"description"...]`, normalised like fastText's script."""
+    """Zhang et al. CSV rows `"class","title"[,"description"...]`, normalised like fastText's script.
+
+    The class column may hold several class indices separated by commas or spaces
+    (`"1,3","title","body"`): the row then has one `__label__N` per class
+    (`normalize_multilabel_csv_record`). A row with one class is normalised exactly as
+    fastText's `classification-results.sh` does, byte for byte.
+    """
     reader = csv.reader(_decoded_lines(path), strict=True)
     try:
         for fields in reader:
@@ -99,8 +115,10 @@ def read_csv_records(path, num_classes: Optional[int] = None) -> Iterator[Record
                 continue
             if len(fields) < 2:
                 raise InputError(path, f"expected a class and at least one text column, got {len(fields)} column", line)
-            _parse_class_index(path, line, fields[0], num_classes)
-            yield Record(line, tokenize(normalize_csv_record(fields)))
+            classes = _parse_classes(path, line, fields[0], num_classes)
+            text = (normalize_csv_record(fields) if len(classes) == 1
+                    else normalize_multilabel_csv_record(classes, fields[1:]))
+            yield Record(line, tokenize(text))
     except csv.Error as err:
         raise InputError(path, f"malformed CSV: {err}", reader.line_num) from None
 

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,8 +21,10 @@ from .dictionary import Dictionary, EncodedLines, TokenIndex
 from .errors import InputError
 from .ragged import gather_rows, offsets_of
 from .readers import check_readable_file, read_records
+from .vectors import add_pretrained_words
 
 SHARD_FORMAT_VERSION = 1
+VALIDATION_SHARD = "validation"
 _CHUNK_LINES = 20_000
 
 
@@ -35,6 +37,8 @@ class CorpusSettings:
     bucket: int = 2_000_000
     word_ngrams: int = 1
     num_shards: int = 8
+    valid_fraction: float = 0.0  # this share of the documents is held out for validation...
+    split_seed: int = 0          # ...chosen by this seed
 
 
 @dataclass
@@ -81,7 +85,14 @@ class ShardedCorpus:
         return self.meta["tokens_per_shard"]
 
     def shard(self, k: int) -> Shard:
-        path = os.path.join(self.directory, f"shard-{k:05d}")
+        return self._open(f"shard-{k:05d}")
+
+    def validation(self) -> Optional[Shard]:
+        """The held-out documents (see `CorpusSettings.valid_fraction`), if any."""
+        return self._open(VALIDATION_SHARD) if self.meta["settings"].get("valid_fraction") else None
+
+    def _open(self, name: str) -> Shard:
+        path = os.path.join(self.directory, name)
         with np.load(path + ".docs.npz", allow_pickle=False) as docs:
             return Shard(np.load(path + ".ids.npy", mmap_mode="r"), docs["offsets"], docs["num_tokens"],
                          docs["label_offsets"], docs["label_ids"])
@@ -95,9 +106,10 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def corpus_key(train_path: str, settings: CorpusSettings) -> str:
-    """Name of the corpus directory: changes whenever the input or a setting does."""
+def corpus_key(train_path: str, settings: CorpusSettings, extra_words: Optional[Sequence[bytes]] = None) -> str:
+    """Name of the corpus directory: changes whenever the input, a setting or the extra words do."""
     ident = json.dumps({"input": file_digest(train_path), "settings": asdict(settings),
+                        "extra_words": hashlib.sha256(b"\n".join(extra_words)).hexdigest() if extra_words else None,
                         "format": SHARD_FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
@@ -123,11 +135,20 @@ class _CorpusReader:
             if on_progress:
                 on_progress(len(lengths))
 
-    def counts(self) -> np.ndarray:
+    @property
+    def num_lines(self) -> int:
+        return sum(len(lengths) for _, lengths in self.chunks)
+
+    def counts(self, held_out: np.ndarray) -> np.ndarray:
+        """Occurrences of each distinct token in the lines not `held_out` (a mask over all lines)."""
         counts = np.zeros(len(self.index.positions), dtype=np.int64)
-        for positions, _ in self.chunks:
-            counts += np.bincount(positions, minlength=len(counts))
+        for (positions, lengths), held in zip(self.chunks, self.chunk_masks(held_out)):
+            counts += np.bincount(positions[np.repeat(~held, lengths)], minlength=len(counts))
         return counts
+
+    def chunk_masks(self, mask: np.ndarray) -> List[np.ndarray]:
+        """A mask over all lines cut into one per chunk."""
+        return np.split(mask, np.cumsum([len(lengths) for _, lengths in self.chunks])[:-1])
 
 
 class _ShardWriter:
@@ -159,41 +180,63 @@ class _ShardWriter:
                  label_ids=joined(self.labels, np.int32))
 
 
+def held_out_lines(num_lines: int, fraction: float, seed: int) -> np.ndarray:
+    """A mask choosing round(fraction * num_lines) lines, drawn with `seed`."""
+    mask = np.zeros(num_lines, dtype=bool)
+    mask[np.random.default_rng([seed, num_lines]).permutation(num_lines)[:round(fraction * num_lines)]] = True
+    return mask
+
+
 def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
                num_classes: Optional[int] = None,
-               on_progress: Optional[Callable[[int], None]] = None) -> ShardedCorpus:
+               on_progress: Optional[Callable[[int], None]] = None,
+               extra_words: Optional[Sequence[bytes]] = None) -> ShardedCorpus:
     """Build (or reuse) the sharded corpus for `train_path`; returns it opened.
 
     One pass over the text: lines become positions into the corpus's distinct tokens
     (4 bytes a token), the dictionary is sorted from their counts, and the positions are
-    encoded to input rows chunk by chunk, vectorised.
+    encoded to input rows chunk by chunk, vectorised. With `settings.valid_fraction`, the
+    held-out lines are left out of the dictionary and the shards and stored as the
+    validation set. `extra_words` join the vocabulary as fastText adds the words of
+    pretrained vectors (see `vectors.add_pretrained_words`).
     """
     check_readable_file(train_path)  # before hashing it, so a bad path is an InputError
-    final = os.path.join(cache_dir, corpus_key(train_path, settings))
+    final = os.path.join(cache_dir, corpus_key(train_path, settings, extra_words))
     if os.path.isfile(os.path.join(final, "meta.json")):
         return ShardedCorpus(final)
     corpus = _CorpusReader(train_path, num_classes, on_progress)
     tokens = corpus.index.tokens
-    dictionary = Dictionary.from_counts(tokens, corpus.counts(), settings.min_count, settings.min_count_label,
-                                        settings.bucket, settings.word_ngrams)
+    held_out = held_out_lines(corpus.num_lines, settings.valid_fraction, settings.split_seed)
+    dictionary = Dictionary.from_counts(tokens, corpus.counts(held_out), settings.min_count,
+                                        settings.min_count_label, settings.bucket, settings.word_ngrams)
     if dictionary.nlabels == 0:
         raise InputError(train_path, "no documents with a label: the file is empty")
+    if extra_words:
+        dictionary = add_pretrained_words(dictionary, extra_words)
     table = dictionary.table(tokens)
     writers = [_ShardWriter() for _ in range(settings.num_shards)]
+    validation = _ShardWriter()
     docs_seen = 0
-    for positions, lengths in corpus.chunks:
+    for (positions, lengths), held in zip(corpus.chunks, corpus.chunk_masks(held_out)):
         encoded = dictionary.encode_positions(positions, lengths, table)
+        labelled = np.diff(encoded.label_offsets) > 0
+        validation.add(encoded, np.flatnonzero(held & labelled))
         # fastText skips a line with no known label or no input row (Model::update).
-        trainable = np.flatnonzero((np.diff(encoded.offsets) > 0) & (np.diff(encoded.label_offsets) > 0))
+        trainable = np.flatnonzero(~held & labelled & (np.diff(encoded.offsets) > 0))
         shard_of = (docs_seen + np.arange(len(trainable))) % settings.num_shards
         for k, writer in enumerate(writers):
             writer.add(encoded, trainable[shard_of == k])
         docs_seen += len(trainable)
+    if settings.valid_fraction and not validation.num_docs:
+        raise InputError(train_path, f"--valid-fraction {settings.valid_fraction} of {corpus.num_lines} documents "
+                                     "leaves no labelled validation document")
     os.makedirs(cache_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".building-", dir=cache_dir)
     try:
         for k, writer in enumerate(writers):
             writer.write(os.path.join(staging, f"shard-{k:05d}"))
+        if settings.valid_fraction:
+            validation.write(os.path.join(staging, VALIDATION_SHARD))
         np.savez(os.path.join(staging, "dictionary.npz"), **dictionary.to_arrays())
         meta = {"format": SHARD_FORMAT_VERSION, "source": os.path.abspath(train_path),
                 "settings": asdict(settings),

@@ -23,7 +23,7 @@ def confusion_markdown(matrix: np.ndarray, names: Sequence[str]) -> str:
 
 
 class Dashboard:
-    """Scalars under `train/`, `test/`, `scaling/`; confusion matrix as image and table."""
+    """Scalars under `train/`, `test/`, `valid/`, `scaling/`; confusion matrices as image and table."""
 
     def __init__(self, logdir: Optional[str], enabled: bool):
         self.writer = None
@@ -36,10 +36,10 @@ class Dashboard:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
 
-    def confusion(self, step: int, matrix: np.ndarray, names: Sequence[str]):
+    def confusion(self, step: int, matrix: np.ndarray, names: Sequence[str], split: str = "test"):
         if self.writer:
-            self.writer.add_image("test/confusion_matrix", confusion_image(matrix), step)
-            self.writer.add_text("test/confusion_matrix", confusion_markdown(matrix, names), step)
+            self.writer.add_image(f"{split}/confusion_matrix", confusion_image(matrix), step)
+            self.writer.add_text(f"{split}/confusion_matrix", confusion_markdown(matrix, names), step)
 
     def settings(self, settings: dict):
         if self.writer:

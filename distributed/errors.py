@@ -10,3 +10,7 @@ class PeerFailure(Exception):
 
     def __init__(self, reason: str):
         super().__init__(f"stopped because another rank failed (the launcher's output names it): {reason}")
+
+
+class DeadlineReached(Exception):
+    """Training passed the time it was given (an autotune trial's share); every rank stops together."""

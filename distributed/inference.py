@@ -10,7 +10,7 @@ from typing import Iterable, List, Optional, Sequence
 import mxnet as mx
 import numpy as np
 
-from data_pipeline.batching import make_batch
+from data_pipeline.batching import label_matrix, make_batch
 from data_pipeline.dictionary import Dictionary
 from data_pipeline.errors import InputError
 from data_pipeline.normalize import LABEL_PREFIX
@@ -20,7 +20,7 @@ from model.checkpoint import load_checkpoint
 from model.fasttext import FastTextClassifier
 from model.metrics import ClassificationReport, classification_report
 
-from .tensors import batch_tensors
+from .tensors import batch_tensors, to_device
 
 CHECKPOINT_FILE = "checkpoint.npz"
 TEXT_NORMALIZATION = "fastText classification-results.sh"
@@ -60,27 +60,45 @@ def encode_texts(texts: Iterable[bytes], dictionary: Dictionary) -> EncodedDocum
     return EncodedDocuments(ids, offsets, [[] for _ in word_lists])
 
 
+def _scorable(docs: EncodedDocuments) -> np.ndarray:
+    """Documents with at least one known input row: the only ones fastText scores."""
+    return np.flatnonzero(np.diff(docs.offsets) > 0)
+
+
+def _batches(model: FastTextClassifier, docs: EncodedDocuments, chosen: np.ndarray, ctx: mx.Context):
+    """(document indices, bag, gathered rows) for the chosen documents, a device batch at a time."""
+    for start in range(0, len(chosen), _PREDICT_BATCH):
+        part = chosen[start:start + _PREDICT_BATCH]
+        batch = make_batch(*gather_rows(docs.ids, docs.offsets, part), np.zeros(len(part)), 0)
+        ids, bag, _ = batch_tensors(batch, ctx)
+        yield part, bag, model.gather_rows(ids)
+
+
 def predict(model: FastTextClassifier, docs: EncodedDocuments, k: int, ctx: mx.Context,
             threshold: float = 0.0) -> List[list]:
-    """Top-k (label id, probability) per document; an empty list where no row is known."""
+    """Per document, up to k (label id, probability) pairs of probability >= threshold, best
+    first (k = -1: every label); an empty list where no input row is known."""
     results: List[list] = [[] for _ in range(len(docs))]
-    scorable = [d for d in range(len(docs)) if docs.offsets[d + 1] > docs.offsets[d]]
-    for start in range(0, len(scorable), _PREDICT_BATCH):
-        chosen = np.array(scorable[start:start + _PREDICT_BATCH])
-        batch = make_batch(*gather_rows(docs.ids, docs.offsets, chosen), np.zeros(len(chosen)), 0)
-        ids, bag, _ = batch_tensors(batch, ctx)
-        rows = model.gather_rows(ids)
-        for d, ranked in zip(chosen, model.top_k(bag, rows, k, threshold)):
+    for part, bag, rows in _batches(model, docs, _scorable(docs), ctx):
+        for d, ranked in zip(part, model.top_k(bag, rows, k, threshold)):
             results[d] = ranked
     return results
 
 
-def evaluate(model: FastTextClassifier, docs: EncodedDocuments, k: int, ctx: mx.Context) -> ClassificationReport:
-    """fastText's `test`: documents without any known input row are skipped, as fastText does."""
-    ranked = predict(model, docs, k, ctx)
-    kept = [d for d in range(len(docs)) if docs.offsets[d + 1] > docs.offsets[d]]
-    return classification_report([[label for label, _ in ranked[d]] for d in kept],
-                                 [docs.gold[d] for d in kept], model.num_labels, k)
+def evaluate(model: FastTextClassifier, docs: EncodedDocuments, k: int, ctx: mx.Context,
+             threshold: float = 0.0) -> ClassificationReport:
+    """fastText's `test` with k (-1: every label) and threshold, plus the mean loss of the
+    documents against their gold label sets. Documents without any known input row are
+    skipped, as fastText does."""
+    chosen = _scorable(docs)
+    ranked, losses = [], []
+    for part, bag, rows in _batches(model, docs, chosen, ctx):
+        ranked += [[label for label, _ in predictions] for predictions in model.top_k(bag, rows, k, threshold)]
+        gold = [docs.gold[d] for d in part]
+        label_sets = label_matrix(np.concatenate(gold), np.array([len(g) for g in gold]))
+        losses.append(model.document_losses(bag, rows, to_device(label_sets.astype(np.float32), ctx)))
+    return classification_report(ranked, [docs.gold[d] for d in chosen],
+                                 np.concatenate(losses) if losses else [], model.num_labels, k)
 
 
 @dataclass

@@ -14,7 +14,7 @@ clips an out-of-range row id silently instead of failing. Batches are composed p
 """
 import os
 import zipfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -28,19 +28,19 @@ _NAME_BYTES = 64  # room for a corpus directory name in a fixed-size broadcast
 
 
 def prepare_corpus(train_path: str, settings: CorpusSettings, cache_dir: str, num_classes: Optional[int],
-                   world: World) -> ShardedCorpus:
+                   world: World, extra_words: Optional[Sequence[bytes]] = None) -> ShardedCorpus:
     """The preprocessed corpus, the same on every rank (see the module docstring)."""
     name = np.zeros(_NAME_BYTES, dtype=np.uint8)
     corpus = None
     if world.is_root:
         reporter = ProgressReporter(None, "docs preprocessed")
-        corpus = preprocess(train_path, settings, cache_dir, num_classes, on_progress=reporter.update)
+        corpus = preprocess(train_path, settings, cache_dir, num_classes, reporter.update, extra_words)
         reporter.close()
         encoded = os.path.basename(corpus.directory).encode()
         name[:len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
     directory = os.path.join(cache_dir, world.broadcast(name, name="corpus_name").tobytes().rstrip(b"\0").decode())
     if world.local_rank == 0 and not os.path.isfile(os.path.join(directory, "meta.json")):
-        corpus = preprocess(train_path, settings, cache_dir, num_classes)
+        corpus = preprocess(train_path, settings, cache_dir, num_classes, extra_words=extra_words)
         if corpus.directory != directory:
             raise InputError(train_path, f"this node's copy differs from rank 0's (corpus {corpus.directory} "
                                          f"vs {directory}): give every node the same file")

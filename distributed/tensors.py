@@ -18,7 +18,8 @@ def to_device(array: np.ndarray, ctx: mx.Context) -> mx.nd.NDArray:
 def batch_tensors(batch: Batch, ctx: mx.Context):
     """(unique row ids, CSR bag matrix, targets) of a batch as NDArrays on `ctx`.
 
-    Targets are float32, the label type of MXNet's softmax_cross_entropy (exact below 2^24).
+    Targets (label ids, or ova's label sets padded with -1) are float32, the index type of
+    MXNet's pick and one_hot (exact below 2^24).
     """
     bag = mx.nd.sparse.csr_matrix(
         (to_device(batch.bag_data, ctx), to_device(batch.bag_indices, ctx), to_device(batch.bag_indptr, ctx)),

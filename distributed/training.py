@@ -28,13 +28,15 @@ from data_pipeline.batching import Batch, BatchStream
 from data_pipeline.dictionary import Dictionary
 from data_pipeline.readers import detect_format, read_class_names
 from data_pipeline.shards import CorpusSettings
+from data_pipeline.vectors import read_vectors
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
 
 from .dashboard import Dashboard
-from .errors import NonFiniteLoss
+from .errors import DeadlineReached, NonFiniteLoss
 from .exchange import GradientExchange
-from .inference import CHECKPOINT_FILE, TEXT_NORMALIZATION, build_model, encode_labelled_file, evaluate
+from .inference import (CHECKPOINT_FILE, TEXT_NORMALIZATION, EncodedDocuments, build_model, encode_labelled_file,
+                        evaluate)
 from .progress import ProgressReporter
 from .scaling import ScalingMeter, scaling_scalars, summarize, time_single_worker
 from .sharding import open_rank_shards, prepare_corpus
@@ -49,6 +51,11 @@ class TrainConfig:
     train: str
     model_dir: str
     test: Optional[str] = None
+    valid: Optional[str] = None
+    valid_fraction: float = 0.0       # or this share of --train, drawn with --seed, held out
+    early_stopping: bool = False
+    patience: int = 2                 # epochs without a better validation accuracy before stopping
+    pretrained_vectors: Optional[str] = None
     logdir: Optional[str] = None
     lr: float = 0.1
     dim: int = 100
@@ -68,16 +75,20 @@ class TrainConfig:
     baseline_rate: Optional[float] = None  # single-worker examples/s for scaling efficiency
     log_every: int = 50
     resume: bool = False
+    checkpoint_every_epoch: bool = True  # False: only the final (or best) model, for runs never resumed
     dataset: Optional[str] = None
 
     def corpus_settings(self) -> CorpusSettings:
-        return CorpusSettings(self.min_count, self.min_count_label, self.bucket, self.word_ngrams, self.num_shards)
+        return CorpusSettings(self.min_count, self.min_count_label, self.bucket, self.word_ngrams, self.num_shards,
+                              self.valid_fraction, self.seed if self.valid_fraction else 0)
 
+
+BEST_CHECKPOINT_FILE = "best.npz"
 
 # Settings that must match for --resume to continue the same run. The batch size may
 # change (so may the number of ranks): the position is carried over in documents.
 _RESUME_KEYS = ("lr", "dim", "epoch", "word_ngrams", "bucket", "min_count", "min_count_label", "loss",
-                "seed", "num_shards")
+                "seed", "num_shards", "valid_fraction", "early_stopping", "patience")
 
 
 @dataclass
@@ -90,6 +101,24 @@ class Progress:
     step: int = 0
 
 
+@dataclass
+class Validation:
+    """Early stopping's memory: the best validation accuracy so far and the epoch that reached it."""
+
+    patience: Optional[int] = None   # epochs without improvement before stopping; None: never stop
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+
+    def improved(self, epoch: int, accuracy: float) -> bool:
+        if accuracy > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = accuracy, epoch
+            return True
+        return False
+
+    def exhausted(self, epoch: int) -> bool:
+        return self.patience is not None and epoch - self.best_epoch >= self.patience
+
+
 def resume_batch(batch: int, saved_global_batch: int, global_batch: int) -> int:
     """Where to resume an epoch when the global batch size changed (another number of ranks).
 
@@ -99,7 +128,7 @@ def resume_batch(batch: int, saved_global_batch: int, global_batch: int) -> int:
     return batch * saved_global_batch // global_batch
 
 
-class _StopRequest:
+class StopRequest:
     """SIGINT/SIGTERM end the run at the next step boundary, with a checkpoint."""
 
     def __init__(self):
@@ -130,15 +159,25 @@ def label_names(dictionary, train_path: str) -> List[str]:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, world: World):
+    """One training run. `start_from` (checkpoint-style arrays: input_rows, input_values,
+    output_matrix) gives the starting weights instead of fastText's init; `keep_rows` (a
+    boolean mask over input rows) trains only those rows, as fastText retrains a pruned model."""
+
+    def __init__(self, config: TrainConfig, world: World, start_from: Optional[dict] = None,
+                 keep_rows: Optional[np.ndarray] = None):
         self.config = config
         self.world = world
         # Horovod: pin each rank to its device, GPU `local rank` with --gpu, else the CPU.
         self.ctx = world.device(config.gpu)
         self.checkpoint_path = os.path.join(config.model_dir, CHECKPOINT_FILE)
+        self.best_path = os.path.join(config.model_dir, BEST_CHECKPOINT_FILE)
         self.num_classes = len(read_class_names(config.train) or []) or None
+        # The nodes' preprocessing ranks read the vectors: their words join the vocabulary.
+        self.pretrained = (read_vectors(config.pretrained_vectors, config.dim)
+                           if config.pretrained_vectors and world.local_rank == 0 else None)
         # Horovod: one preprocessed corpus, so every rank has the same dictionary and label map.
-        self.corpus = prepare_corpus(config.train, config.corpus_settings(), config.cache_dir, self.num_classes, world)
+        self.corpus = prepare_corpus(config.train, config.corpus_settings(), config.cache_dir, self.num_classes, world,
+                                     self.pretrained.words if self.pretrained else None)
         self.dictionary = self.corpus.dictionary
         self.names = label_names(self.dictionary, config.train)
         self.test_docs = (encode_labelled_file(config.test, self.dictionary, self.num_classes)
@@ -150,15 +189,22 @@ class Trainer:
         # Horovod: the global batch is size x --batch-size documents (the learning rate needs no scaling).
         self.global_batch_size = config.batch_size * world.size
         self.progress = Progress()
-        if config.resume and world.is_root:
-            self._restore()
+        self.validation = Validation(config.patience if config.early_stopping else None)
+        self.valid_docs = self._validation_documents() if world.is_root else None
+        if world.is_root:
+            if config.resume:
+                self._restore()
+            elif start_from is not None:
+                self._load_weights(start_from)
+            elif self.pretrained:
+                self._load_pretrained_vectors()
         # Horovod: every rank starts from rank 0's parameters and position.
         world.broadcast_parameters(self.model.collect_params())
         self.progress = Progress(*map(int, world.broadcast(np.array(astuple(self.progress)), name="progress")))
         self.exchange = GradientExchange(world, self.dictionary.num_input_rows, config.fp16_allreduce)
         # Horovod: each rank reads only its own shards.
         self.stream = BatchStream(open_rank_shards(self.corpus, world), self.corpus.docs_per_shard,
-                                  self.global_batch_size, config.seed)
+                                  self.global_batch_size, config.seed, keep_rows, self.model.all_labels_as_target)
         self.total_tokens = config.epoch * sum(self.corpus.tokens_per_shard)
         self.dashboard = Dashboard(config.logdir, world.is_root)
         self.single_worker_rate = None
@@ -175,21 +221,46 @@ class Trainer:
                                               f"{getattr(self.config, k)}" for k in changed))
         if len(Dictionary.from_arrays(arrays).words) != self.dictionary.nwords:
             raise CheckpointError(f"{self.checkpoint_path}: checkpoint was trained on other data")
-        self.model.load_state_arrays(arrays)
-        self.touched[arrays["input_rows"]] = True
+        self._load_weights(arrays)
         self.progress = Progress(**meta["progress"])
+        saved_validation = meta.get("validation") or {}  # absent in a checkpoint imported from fastText
+        self.validation = Validation(self.validation.patience, saved_validation.get("best_accuracy", -1.0),
+                                     saved_validation.get("best_epoch", 0))
         self.progress.batch = resume_batch(self.progress.batch, saved["batch_size"] * meta["world_size"],
                                            self.global_batch_size)
 
-    def _save(self, finished: bool, metrics: Optional[dict] = None):
+    def _load_weights(self, arrays: dict):
+        self.model.load_state_arrays(arrays)
+        self.touched[arrays["input_rows"]] = True
+
+    def _load_pretrained_vectors(self):
+        """fastText's `-pretrainedVectors`: each vocabulary word found in the file starts from its vector."""
+        ids = np.array([self.dictionary.word_id(word) for word in self.pretrained.words], dtype=np.int64)
+        # A word listed twice keeps its last vector, as fastText's row-by-row copy does.
+        last = len(ids) - 1 - np.unique(ids[::-1], return_index=True)[1]
+        last = last[ids[last] >= 0]
+        self.model.set_input_rows(ids[last], self.pretrained.vectors[last])
+        self.touched[ids[last]] = True
+
+    def _validation_documents(self) -> Optional[EncodedDocuments]:
+        if self.config.valid:
+            return encode_labelled_file(self.config.valid, self.dictionary, self.num_classes)
+        held_out = self.corpus.validation()
+        if held_out is None:
+            return None
+        gold = np.split(held_out.label_ids, held_out.label_offsets[1:-1])
+        return EncodedDocuments(np.asarray(held_out.ids), held_out.offsets, [g.tolist() for g in gold])
+
+    def _save(self, finished: bool, metrics: Optional[dict] = None, path: Optional[str] = None):
         if not self.world.is_root:
             return
         arrays = {**self.model.state_arrays(self.touched), **self.dictionary.to_arrays()}
         meta = {"config": asdict(self.config), "progress": asdict(self.progress), "finished": finished,
+                "validation": asdict(self.validation),
                 "label_names": self.names, "num_classes": self.num_classes, "world_size": self.world.size,
                 "text_normalization": TEXT_NORMALIZATION if detect_format(self.config.train) == "csv" else None,
                 "metrics": metrics or {}}
-        save_checkpoint(self.checkpoint_path, arrays, meta)
+        save_checkpoint(path or self.checkpoint_path, arrays, meta)
 
     # -- one step ----------------------------------------------------------------------------
     def _gradients(self, batch: Batch):
@@ -213,12 +284,13 @@ class Trainer:
             sparse_sgd_step(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads, lr)
         dense_sgd_step(self.model.output_matrix.data(self.ctx), output_grad, lr)
 
-    def _step(self, batch: Batch, lr: float, stopping: bool):
-        """One SGD step; returns (summed loss of this rank's documents, global [docs, tokens, ranks stopping])."""
+    def _step(self, batch: Batch, lr: float, signalled: bool, late: bool):
+        """One SGD step; returns (summed loss of this rank's documents,
+        global [docs, tokens, ranks signalled, ranks past the deadline])."""
         loss, row_grads, output_grad = self._gradients(batch)
         # Horovod: sum the step's gradients over ranks, sending only the input rows it touched.
         row_ids, row_grads, output_grad, counts = self.exchange.exchange(
-            batch.unique_ids, row_grads, output_grad, np.array([batch.num_docs, batch.num_tokens, stopping]))
+            batch.unique_ids, row_grads, output_grad, np.array([batch.num_docs, batch.num_tokens, signalled, late]))
         self._apply(row_ids, row_grads, output_grad, lr)
         self.touched[row_ids] = True
         return loss, counts
@@ -240,52 +312,101 @@ class Trainer:
         return rate
 
     # -- the loop ----------------------------------------------------------------------------
-    def train(self) -> dict:
-        """Run the remaining epochs; returns the final metrics (test metrics if --test)."""
+    def train(self, deadline: Optional[float] = None) -> dict:
+        """Run the remaining epochs; returns the final metrics (the kept model's test and validation metrics).
+
+        Past `deadline` (a `time.monotonic()` value: an autotune trial's budget) every rank
+        stops at the same step with `DeadlineReached`, leaving no checkpoint of its own.
+        """
         config, progress, world = self.config, self.progress, self.world
         self.dashboard.settings(asdict(config))
         self.single_worker_rate = self._measure_single_worker_rate()
         reporter = ProgressReporter(config.epoch * self.stream.num_docs, "examples", enabled=world.is_root)
         done_before = progress.epoch * self.stream.num_docs + progress.batch * self.stream.global_batch_size
         meter = ScalingMeter()
-        report = None
         train_start = time.perf_counter()
-        with _StopRequest() as stop:
+        try:
+            kept_metrics = self._run_epochs(deadline, reporter, meter, done_before)
+            if "accuracy" in kept_metrics:
+                self.dashboard.hparams(asdict(config), {"accuracy": kept_metrics["accuracy"]})
+        finally:
+            reporter.close()
+            self.dashboard.close()  # events of a run ended by a deadline or an error are flushed too
+        self._keep_best()
+        metrics = self._run_metrics(self._gather(meter.close_run()), time.perf_counter() - train_start)
+        metrics.update(kept_metrics)
+        return metrics
+
+    def _run_epochs(self, deadline, reporter, meter, done_before) -> dict:
+        """The epochs left; returns the kept model's metrics (see `_end_epoch`)."""
+        config, progress = self.config, self.progress
+        kept_metrics = {}
+        with StopRequest() as stop:
             while progress.epoch < config.epoch:
                 started = time.perf_counter()
                 for batch in self.stream.epoch(progress.epoch, progress.batch):
                     lr = linear_decay_lr(config.lr, progress.tokens / self.total_tokens)
-                    loss, (_, global_tokens, stopping) = self._step(batch, lr, stop.signum is not None)
+                    late = deadline is not None and time.monotonic() > deadline
+                    loss, (_, global_tokens, signalled, out_of_time) = self._step(batch, lr, stop.signum is not None,
+                                                                                  late)
                     meter.add(loss, batch.num_docs, batch.num_tokens, time.perf_counter() - started, self.exchange.last)
                     progress.batch += 1
                     progress.step += 1
                     progress.tokens += int(global_tokens)
-                    if progress.step % config.log_every == 0 or stopping:
+                    if progress.step % config.log_every == 0 or signalled or out_of_time:
                         self._log(meter, lr, reporter, done_before)
-                    if stopping:  # any rank was signalled: all stop at this same step
-                        self._save(finished=False)
-                        world.barrier()  # no rank exits (and has the launcher stop the job) before the save
-                        reporter.close()
-                        raise KeyboardInterrupt(f"stopped by a signal at epoch {progress.epoch + 1}, batch "
-                                                f"{progress.batch}; checkpoint saved, continue with --resume"
-                                                if world.is_root else "")
+                    if signalled or out_of_time:  # any rank was signalled or late: all stop at this same step
+                        self._stop(bool(signalled))
                     started = time.perf_counter()
                 self._log(meter, lr, reporter, done_before)
                 progress.epoch += 1
                 progress.batch = 0
                 self.dashboard.scalars(progress.epoch, scaling_scalars(self._gather(meter.close_epoch()),
                                                                        "scaling_per_epoch"))
-                report = self._evaluate(progress.step)
-                self._save(finished=progress.epoch == config.epoch,
-                           metrics=report.as_dict(self.names) if report else None)
-                world.barrier()  # the other ranks wait for rank 0's evaluation here, outside the timed steps
-        reporter.close()
-        metrics = self._run_metrics(self._gather(meter.close_run()), time.perf_counter() - train_start)
-        if report:
-            metrics.update(report.as_dict(self.names))
-            self.dashboard.hparams(asdict(config), {"accuracy": report.accuracy})
-        self.dashboard.close()
-        return metrics
+                epoch_metrics, stop_early = self._end_epoch()
+                kept_metrics = epoch_metrics or kept_metrics
+                if stop_early:
+                    break
+        return kept_metrics
+
+    def _stop(self, signalled: bool):
+        """End the run at this step: a signal leaves a checkpoint to resume from, a deadline does not."""
+        where = f"epoch {self.progress.epoch + 1}, batch {self.progress.batch}"
+        if not signalled:
+            raise DeadlineReached(f"the time budget ran out at {where}")
+        self._save(finished=False)
+        self.world.barrier()  # no rank exits (and has the launcher stop the job) before the save
+        raise KeyboardInterrupt(f"stopped by a signal at {where}; checkpoint saved, continue with --resume"
+                                if self.world.is_root else "")
+
+    def _end_epoch(self):
+        """Evaluate, checkpoint, and decide on early stopping.
+
+        Returns (this epoch's metrics if its model is the one kept so far, else None; whether
+        to stop). Without --early-stopping the kept model is the latest; with it, the one of
+        best validation accuracy, saved aside and moved into place when training ends.
+        """
+        epoch, step = self.progress.epoch, self.progress.step
+        test = self._evaluate(self.test_docs, "test", step)
+        valid = self._evaluate(self.valid_docs, "valid", step)
+        metrics = {**(test.as_dict(self.names) if test else {}), "epoch": epoch}
+        if valid:
+            metrics["valid"] = valid.as_dict(self.names)
+        improved = valid is not None and self.validation.improved(epoch, valid.accuracy)
+        # Horovod: rank 0 evaluated; every rank follows its decision.
+        stop_early = bool(self.world.broadcast(np.array([self.validation.exhausted(epoch)], dtype=np.int64),
+                                               name="stop_early")[0])
+        finished = epoch == self.config.epoch or stop_early
+        if finished or self.config.checkpoint_every_epoch:
+            self._save(finished, metrics=metrics)
+        if improved and self.config.early_stopping:
+            self._save(finished=True, metrics=metrics, path=self.best_path)
+        self.world.barrier()  # the other ranks wait for rank 0's evaluation here, outside the timed steps
+        return (metrics if improved or not self.config.early_stopping else None), stop_early
+
+    def _keep_best(self):
+        if self.config.early_stopping and self.world.is_root and os.path.exists(self.best_path):
+            os.replace(self.best_path, self.checkpoint_path)
 
     def _gather(self, totals: np.ndarray) -> dict:
         """Global numbers from every rank's meter totals (see `scaling`)."""
@@ -298,7 +419,10 @@ class Trainer:
         window = self._gather(meter.close_window())
         if not math.isfinite(window["loss"]):
             raise NonFiniteLoss(f"loss became {window['loss']} at epoch {self.progress.epoch + 1}, "
-                                f"step {self.progress.step}: lower --lr (now {self.config.lr})")
+                                f"step {self.progress.step}: lower --lr (now {self.config.lr}) or --batch-size "
+                                f"(now {self.config.batch_size} per rank): a step applies the summed gradients of "
+                                f"the global batch, so lr x global batch ({self.config.lr * self.global_batch_size:g}) "
+                                f"sets how far it moves")
         self.dashboard.scalars(self.progress.step, {
             "train/loss": window["loss"], "train/learning_rate": lr,
             "train/examples_per_second": window["examples_per_second"],
@@ -312,13 +436,14 @@ class Trainer:
         metrics.update({key: value for key, value in run.items() if key not in ("examples", "loss")})
         return metrics
 
-    def _evaluate(self, step: int):
-        if self.test_docs is None:
+    def _evaluate(self, docs: Optional[EncodedDocuments], split: str, step: int):
+        """Metrics on `docs` (rank 0's test or validation set), logged under `split/`; None without docs."""
+        if docs is None:
             return None
-        report = evaluate(self.model, self.test_docs, self.config.k, self.ctx)
-        self.dashboard.scalars(step, {"test/accuracy": report.accuracy,
-                                      f"test/precision_at_{self.config.k}": report.precision_at_k,
-                                      f"test/recall_at_{self.config.k}": report.recall_at_k})
-        self.dashboard.confusion(step, report.confusion, self.names)
+        report = evaluate(self.model, docs, self.config.k, self.ctx)
+        self.dashboard.scalars(step, {f"{split}/accuracy": report.accuracy, f"{split}/loss": report.loss,
+                                      f"{split}/precision_at_{self.config.k}": report.precision_at_k,
+                                      f"{split}/recall_at_{self.config.k}": report.recall_at_k})
+        self.dashboard.confusion(step, report.confusion, self.names, split)
         self.dashboard.flush()
         return report

@@ -15,6 +15,25 @@ def configure_mxnet(threads, gpu):
         os.environ["MXNET_CPU_WORKER_NTHREADS"] = str(threads)
     if gpu is None:
         os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
+        _start_engine_quietly()
+
+
+def _start_engine_quietly():
+    """Create MXNet's engine now, with stderr muted for that moment.
+
+    MXNet logs "start using engine: NaiveEngine" to stderr whenever the engine was chosen
+    by MXNET_ENGINE_TYPE; created lazily, that line would land after our own output, even
+    after the one-line error of a failed run.
+    """
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import mxnet as mx
+        mx.nd.zeros(1).wait_to_read()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def run_cli(main) -> None:

@@ -2,6 +2,11 @@
 
     python launch/evaluate.py --model-dir runs/ag --test data/test.csv --k 1
     python launch/evaluate.py --fasttext-model model.bin --test data/test.txt   # a fastText .bin
+    python launch/evaluate.py --model-dir runs/multi --test multi/test.csv --k -1 --threshold 0.5
+
+P@k and R@k are fastText's `test`: correct predictions over predictions made (the best k,
+-1: all, of probability at least --threshold) and over gold labels; the loss is the mean
+per-document loss against the gold label sets.
 """
 import argparse
 import os
@@ -10,12 +15,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from launch.common import configure_mxnet, run_cli  # noqa: E402
+from launch.model_args import add_model_arguments, add_ranking_arguments, load_trained_model  # noqa: E402
 
 
 def format_report(report: dict, names) -> str:
     k = report["k"]
     lines = [f"N\t{report['n_test']}", f"P@{k}\t{report['precision_at_k']:.3f}", f"R@{k}\t{report['recall_at_k']:.3f}",
-             f"accuracy\t{report['accuracy']:.4f}", "", f"{'class':<20} precision  recall     f1"]
+             f"accuracy\t{report['accuracy']:.4f}", f"loss\t{report['loss']:.4f}", "",
+             f"{'class':<20} precision  recall     f1"]
     for name, scores in report["per_class"].items():
         lines.append(f"{name:<20} {scores['precision']:9.4f} {scores['recall']:7.4f} {scores['f1']:6.4f}")
     width = max(8, *(len(n) for n in names)) + 1
@@ -27,29 +34,21 @@ def format_report(report: dict, names) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--model-dir")
-    model.add_argument("--fasttext-model", metavar="MODEL.bin", help="a supervised fastText .bin model")
+    add_model_arguments(parser)
     parser.add_argument("--test", required=True, help="labelled file in the training file's format")
-    parser.add_argument("--k", type=int, default=1)
+    add_ranking_arguments(parser)
     parser.add_argument("--gpu", type=int)
     parser.add_argument("--thread", type=int)
     parser.add_argument("--metrics-out", help="also write the report as JSON")
     args = parser.parse_args()
-    if args.k < 1:
-        parser.error("--k must be at least 1")
     configure_mxnet(args.thread, args.gpu)
-    from distributed.inference import encode_labelled_file, evaluate, load_model_dir
+    from distributed.inference import encode_labelled_file, evaluate
     from distributed.world import World
     from model.checkpoint import write_json_atomic
     ctx = World().device(args.gpu)
-    if args.fasttext_model:
-        from distributed.fasttext_interop import load_fasttext_model
-        trained = load_fasttext_model(args.fasttext_model, ctx)
-    else:
-        trained = load_model_dir(args.model_dir, ctx)
+    trained = load_trained_model(args, ctx)
     docs = encode_labelled_file(args.test, trained.dictionary, trained.num_classes)
-    report = evaluate(trained.model, docs, args.k, ctx).as_dict(trained.label_names)
+    report = evaluate(trained.model, docs, args.k, ctx, args.threshold).as_dict(trained.label_names)
     print(format_report(report, trained.label_names))
     if args.metrics_out:
         write_json_atomic(args.metrics_out, report)

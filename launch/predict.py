@@ -2,8 +2,12 @@
 
     echo "stocks fell sharply on wall street" | python launch/predict.py --model-dir runs/ag --k 2
     python launch/predict.py --model-dir runs/ag --input docs.txt --k 1
+    python launch/predict.py --model-dir runs/multi --input docs.txt --k -1 --threshold 0.5   # label sets (ova)
+    python launch/predict.py --fasttext-model model.bin --input docs.txt --k 2                # a fastText model
 
-Each output line is `__label__X p [__label__Y p ...]` for the input line at the same position.
+Each output line is `__label__X p [__label__Y p ...]` for the input line at the same position:
+the best k labels (-1: all) of probability at least --threshold, best first; an empty line
+where none qualifies.
 """
 import argparse
 import os
@@ -12,25 +16,23 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from launch.common import configure_mxnet, run_cli  # noqa: E402
+from launch.model_args import add_model_arguments, add_ranking_arguments, load_trained_model  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", required=True)
+    add_model_arguments(parser)
     parser.add_argument("--input", default="-", help="text file, one document per line (default: stdin)")
-    parser.add_argument("--k", type=int, default=1, help="labels per line")
-    parser.add_argument("--threshold", type=float, default=0.0, help="drop labels below this probability")
+    add_ranking_arguments(parser)
     parser.add_argument("--gpu", type=int)
     parser.add_argument("--thread", type=int)
     args = parser.parse_args()
-    if args.k < 1:
-        parser.error("--k must be at least 1")
     configure_mxnet(args.thread, args.gpu)
     from data_pipeline.readers import read_text_lines
-    from distributed.inference import encode_texts, load_model_dir, predict
+    from distributed.inference import encode_texts, predict
     from distributed.world import World
     ctx = World().device(args.gpu)
-    trained = load_model_dir(args.model_dir, ctx)
+    trained = load_trained_model(args, ctx)
     texts = list(read_text_lines(args.input, normalise=trained.normalises_input))
     ranked = predict(trained.model, encode_texts(texts, trained.dictionary), args.k, ctx, args.threshold)
     labels = trained.dictionary.labels

@@ -4,6 +4,11 @@ The input matrix (`nwords + bucket` rows) is never differentiated as a whole: a 
 gathers only the rows its batch uses (`gather_rows`), the block differentiates that small
 dense block, and `sgd.sparse_sgd_step` writes the result back lazily. Both matrices are
 initialised as fastText does: input uniform in +-1/dim, output zero.
+
+Losses, as fastText's `src/loss.cc`: `softmax` and `hs` train a document on one of its
+labels; `ova` (one-vs-all) on all of them at once, an independent binary logistic loss per
+label (`OneVsAllLoss::forward`), and predicts with independent sigmoids. Label sets travel as
+`(documents, width)` label-id matrices padded with -1 (`data_pipeline.batching.label_matrix`).
 """
 from typing import Dict
 
@@ -13,7 +18,7 @@ from mxnet import gluon
 
 from .hierarchical_softmax import HuffmanTree, hs_loss, hs_top_k
 
-LOSSES = ("softmax", "hs")
+LOSSES = ("softmax", "hs", "ova")
 
 
 class SeededUniform(mx.init.Initializer):
@@ -34,11 +39,35 @@ class SeededUniform(mx.init.Initializer):
         mx.nd.random.uniform(-self.scale, self.scale, shape=arr.shape, ctx=mx.cpu()).copyto(arr)
 
 
+def multi_hot(F, label_sets, num_labels: int):
+    """(B, num_labels) 0/1 membership of (B, width) label-id rows padded with -1.
+
+    A label repeated on a line counts once, as fastText's `utils::contains` sees it.
+    """
+    return F.max(F.one_hot(label_sets, depth=num_labels), axis=1)
+
+
+def ova_loss(F, scores, targets):
+    """Per-document one-vs-all loss, shape (B,), given (B, labels) scores and 0/1 targets.
+
+    fastText's `binaryLogistic` summed over every label: -log sigmoid(s) for a gold label,
+    -log(1 - sigmoid(s)) for the others, both `softrelu(-(2y - 1) s)` (overflow-safe, and
+    exact at fastText's zero-initialised s = 0). Its gradient in s is sigmoid(s) - y, so
+    -lr times it is fastText's `alpha = lr * (label - score)`: autograd of the sum gives
+    fastText's per-example update (fastText reads sigmoid from a 512-entry table; we compute
+    it exactly). Each label has its own output row, so fastText applying the labels' updates
+    one after another equals applying them together.
+    """
+    return F.sum(F.Activation(-(2.0 * targets - 1.0) * scores, act_type="softrelu"), axis=1)
+
+
 class FastTextClassifier(gluon.HybridBlock):
     """Summed loss of a batch's documents given its bag matrix and its gathered input rows.
 
     `bag` is a CSR (documents x U) of weights count/length over the batch's U unique rows,
-    `rows` the (U, dim) input rows themselves, `targets` the (documents,) label ids.
+    `rows` the (U, dim) input rows themselves; `targets` the (documents,) label id each
+    document trains on (softmax, hs), or for ova the (documents, width) label sets padded
+    with -1 (see `all_labels_as_target`).
     """
 
     def __init__(self, num_input_rows: int, dim: int, label_counts, loss: str = "softmax", seed: int = 0,
@@ -78,32 +107,78 @@ class FastTextClassifier(gluon.HybridBlock):
         """Inverse of `state_arrays`, on a model initialised with the same seed."""
         if arrays["output_matrix"].shape != self.output_matrix.shape:
             raise ValueError(f"output matrix {arrays['output_matrix'].shape} != {self.output_matrix.shape}")
+        self.set_input_rows(arrays["input_rows"], arrays["input_values"])
+        self.output_matrix.set_data(mx.nd.array(arrays["output_matrix"], ctx=self.input_matrix.data().context))
+
+    def set_input_rows(self, ids: np.ndarray, values: np.ndarray):
+        """`input_matrix[ids] = values` (unique int64 ids, (len(ids), dim) values)."""
+        if not len(ids):
+            return
         matrix = self.input_matrix.data()
-        ids = mx.nd.array(arrays["input_rows"], dtype=np.int64, ctx=matrix.context)
-        matrix[ids] = mx.nd.array(arrays["input_values"], ctx=matrix.context)
-        self.output_matrix.set_data(mx.nd.array(arrays["output_matrix"], ctx=matrix.context))
+        matrix[mx.nd.array(ids, dtype=np.int64, ctx=matrix.context)] = mx.nd.array(values, ctx=matrix.context)
 
     def hidden(self, F, bag, rows):
         """Mean of each document's input rows (fastText's `computeHidden`)."""
         return F.sparse.dot(bag, rows)
 
+    @property
+    def all_labels_as_target(self) -> bool:
+        """Whether a document trains on its whole label set (fastText's `kAllLabelsAsTarget`,
+        used by ova) rather than on one label drawn from it (softmax, hs)."""
+        return self.loss_name == "ova"
+
+    def _scores(self, F, hidden, output_matrix):
+        return F.FullyConnected(hidden, output_matrix, no_bias=True, num_hidden=self.num_labels)
+
+    def _label_loss(self, F, hidden, output_matrix, labels, tree):
+        """softmax and hs: per example, -log p(label), the loss fastText trains on."""
+        if self.tree is None:
+            return -F.pick(F.log_softmax(self._scores(F, hidden, output_matrix)), labels)
+        return hs_loss(F, hidden, output_matrix, F.take(tree["paths"], labels), F.take(tree["codes"], labels),
+                       F.take(tree["path_mask"], labels))
+
     def hybrid_forward(self, F, bag, rows, targets, input_matrix, output_matrix, **tree):
         hidden = self.hidden(F, bag, rows)
-        if self.tree is None:
-            scores = F.FullyConnected(hidden, output_matrix, no_bias=True, num_hidden=self.num_labels)
-            return F.softmax_cross_entropy(scores, targets)
-        return hs_loss(F, hidden, output_matrix,
-                       F.take(tree["paths"], targets), F.take(tree["codes"], targets),
-                       F.take(tree["path_mask"], targets)).sum()
+        if self.all_labels_as_target:
+            return ova_loss(F, self._scores(F, hidden, output_matrix),
+                            multi_hot(F, targets, self.num_labels)).sum()
+        return self._label_loss(F, hidden, output_matrix, targets, tree).sum()
+
+    def document_losses(self, bag, rows, label_sets: mx.nd.NDArray) -> np.ndarray:
+        """Per document, its loss against its whole gold label set: what validation reports.
+
+        `label_sets` is (documents, width), padded with -1. ova: the loss it trains on.
+        softmax and hs train on one label drawn uniformly from the set, so their expected
+        training loss is the mean over the set of -log p(label).
+        """
+        ctx = rows.context
+        hidden = self.hidden(mx.nd, bag, rows)
+        output = self.output_matrix.data(ctx)
+        if self.all_labels_as_target:
+            targets = multi_hot(mx.nd, label_sets, self.num_labels)
+            return ova_loss(mx.nd, self._scores(mx.nd, hidden, output), targets).asnumpy()
+        docs, width = label_sets.shape
+        tree = ({"paths": self.paths.data(ctx), "codes": self.codes.data(ctx), "path_mask": self.path_mask.data(ctx)}
+                if self.tree is not None else {})
+        # One (document, label) pair per cell; padding cells score label 0 and are masked out.
+        pair_losses = self._label_loss(mx.nd, mx.nd.repeat(hidden, width, axis=0), output,
+                                       mx.nd.maximum(label_sets, 0).reshape(-1), tree).reshape(docs, width)
+        present = label_sets >= 0
+        return ((pair_losses * present).sum(axis=1) / present.sum(axis=1)).asnumpy()
 
     def top_k(self, bag, rows, k: int, threshold: float = 0.0):
-        """fastText's `predict`: per document, up to k (label id, probability) pairs, best first."""
+        """fastText's `predict`: per document, up to k (label id, probability) pairs, best first,
+        of probability >= threshold; k <= 0 means every label (fastText's `-1`).
+
+        Probabilities are a softmax, independent sigmoids (ova), or Huffman-tree paths (hs).
+        """
+        k = min(k, self.num_labels) if k > 0 else self.num_labels
         hidden = self.hidden(mx.nd, bag, rows)
         output = self.output_matrix.data(rows.context)
         if self.tree is not None:
             return hs_top_k(self.tree, hidden.asnumpy(), output.asnumpy(), k, threshold)
-        probs = mx.nd.softmax(mx.nd.dot(hidden, output, transpose_b=True)).asnumpy()
-        k = min(k, self.num_labels) if k > 0 else self.num_labels
+        scores = mx.nd.dot(hidden, output, transpose_b=True)
+        probs = (mx.nd.sigmoid(scores) if self.all_labels_as_target else mx.nd.softmax(scores)).asnumpy()
         best = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(int(label), float(p[label])) for label in row if p[label] >= threshold]
                 for row, p in zip(best, probs)]

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import numpy as np
 
-from model.checkpoint import load_checkpoint
-
 REPO = Path(__file__).resolve().parents[1]
 HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 CONTROLLERS = ("gloo", "mpi")
@@ -36,6 +34,9 @@ WEIGHTS = ("input_rows", "input_values", "output_matrix")
 
 
 def checkpoint_arrays(model_dir: Path) -> dict:
+    # Imported here: test files that are their own Horovod workers import this module before
+    # the repository is on their path.
+    from model.checkpoint import load_checkpoint
     arrays, _ = load_checkpoint(str(model_dir / "checkpoint.npz"))
     return {name: arrays[name] for name in WEIGHTS}
 
