@@ -4,10 +4,14 @@ One owner for text -> ids, so training, evaluation, prediction and export never 
 Ids are fastText's own: words sorted by count with libstdc++'s (unstable) `std::sort`,
 word n-grams at `nwords + (h % bucket)` with fastText's 64-bit combination of 32-bit
 FNV-1a word hashes, labels numbered separately in the same sort order.
+
+A pruned dictionary (fastText's `Dictionary::prune`, made by `quantize --cutoff`) keeps
+some words and some n-gram buckets: a kept bucket h is row `nwords + pruneidx[h]`, and
+words and buckets it does not keep are dropped from a line, as fastText's `pushHash` does.
 """
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -101,7 +105,11 @@ class EncodedLines:
 
 @dataclass
 class Dictionary:
-    """Vocabulary, labels and n-gram settings; `encode*` turn text into input-matrix rows."""
+    """Vocabulary, labels and n-gram settings; `encode*` turn text into input-matrix rows.
+
+    `pruneidx` is None for a full dictionary; for a pruned one, (n, 2) int64 pairs
+    (bucket, row after the words) of the n-gram buckets it keeps (fastText's `pruneidx_`).
+    """
 
     words: List[bytes]
     word_counts: np.ndarray
@@ -110,10 +118,15 @@ class Dictionary:
     ntokens: int
     bucket: int
     word_ngrams: int
+    pruneidx: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self._word_ids: Dict[bytes, int] = {w: i for i, w in enumerate(self.words)}
         self._label_ids: Dict[bytes, int] = {w: i for i, w in enumerate(self.labels)}
+        if self.pruneidx is not None:
+            self.pruneidx = np.asarray(self.pruneidx, dtype=np.int64).reshape(-1, 2)
+            by_bucket = np.argsort(self.pruneidx[:, 0])
+            self._kept_buckets, self._kept_rows = self.pruneidx[by_bucket].T
 
     @property
     def nwords(self) -> int:
@@ -125,8 +138,34 @@ class Dictionary:
 
     @property
     def num_input_rows(self) -> int:
-        """Rows of the input (embedding) matrix: words then hash buckets."""
+        """Rows of the input (embedding) matrix: words then hash buckets (the kept ones, if pruned)."""
+        if self.is_pruned:
+            return self.nwords + len(self.pruneidx)
         return self.nwords + (self.bucket if self.word_ngrams > 1 else 0)
+
+    @property
+    def is_pruned(self) -> bool:
+        return self.pruneidx is not None
+
+    def pruned(self, kept_input_rows: Sequence[int]) -> Tuple["Dictionary", np.ndarray]:
+        """fastText's `Dictionary::prune`: the dictionary of these input rows only.
+
+        Kept words stay in their order (their ids close up), every label stays, and the
+        kept n-gram buckets become rows after the words in the order given (fastText
+        gives them by decreasing norm). Returns the pruned dictionary and, for each of its
+        input rows, the row of this dictionary it comes from.
+        """
+        if self.is_pruned:
+            raise ValueError("the dictionary is already pruned")
+        kept = np.asarray(kept_input_rows, dtype=np.int64)
+        if len(np.unique(kept)) != len(kept) or np.any((kept < 0) | (kept >= self.num_input_rows)):
+            raise ValueError(f"kept rows must be distinct input rows (0..{self.num_input_rows - 1})")
+        words = np.sort(kept[kept < self.nwords])
+        buckets = kept[kept >= self.nwords] - self.nwords
+        pruneidx = np.stack([buckets, np.arange(len(buckets))], axis=1)
+        dictionary = Dictionary([self.words[i] for i in words], self.word_counts[words], self.labels,
+                                self.label_counts, self.ntokens, self.bucket, self.word_ngrams, pruneidx)
+        return dictionary, np.concatenate([words, buckets + self.nwords])
 
     @classmethod
     def build(cls, lines: Iterable[Sequence[bytes]], min_count: int = 1, min_count_label: int = 1,
@@ -223,29 +262,43 @@ class Dictionary:
         parts_ids, parts_line = [word_ids[known]], [line_of[known]]
         if self.word_ngrams > 1 and len(word_ids):
             buckets = word_ngram_buckets(hashes, np.cumsum(lengths)[line_of], self.word_ngrams, self.bucket)
-            valid = buckets >= 0
-            parts_ids.append(buckets[valid] + self.nwords)
+            rows = self._ngram_rows(buckets)
+            valid = rows >= 0
+            parts_ids.append(rows[valid])
             parts_line.append(np.broadcast_to(line_of[:, None], buckets.shape)[valid])
         ids, lines = np.concatenate(parts_ids), np.concatenate(parts_line)
         # A stable sort by line keeps words before n-grams, each in fastText's order.
         return ids[np.argsort(lines, kind="stable")], offsets_of(np.bincount(lines, minlength=len(lengths)))
 
+    def _ngram_rows(self, buckets: np.ndarray) -> np.ndarray:
+        """Input row of each n-gram bucket; -1 where there is none (a crossing n-gram, or a
+        bucket pruning dropped, as fastText's `pushHash`)."""
+        if not self.is_pruned:
+            return np.where(buckets >= 0, buckets + self.nwords, -1)
+        if not len(self.pruneidx):  # no bucket kept: no n-gram at all
+            return np.full_like(buckets, -1)
+        at = np.minimum(np.searchsorted(self._kept_buckets, buckets), len(self._kept_buckets) - 1)
+        return np.where(self._kept_buckets[at] == buckets, self._kept_rows[at] + self.nwords, -1)
+
     def to_arrays(self) -> Dict[str, np.ndarray]:
         """Pickle-free representation for checkpoints (see `from_arrays`)."""
-        return {
+        arrays = {
             "dict_words": _pack_tokens(self.words),
             "dict_word_counts": self.word_counts,
             "dict_labels": _pack_tokens(self.labels),
             "dict_label_counts": self.label_counts,
             "dict_settings": np.array([self.ntokens, self.bucket, self.word_ngrams], dtype=np.int64),
         }
+        if self.is_pruned:
+            arrays["dict_pruneidx"] = self.pruneidx
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays) -> "Dictionary":
         ntokens, bucket, word_ngrams = (int(v) for v in arrays["dict_settings"])
         return cls(_unpack_tokens(arrays["dict_words"]), arrays["dict_word_counts"],
                    _unpack_tokens(arrays["dict_labels"]), arrays["dict_label_counts"],
-                   ntokens, bucket, word_ngrams)
+                   ntokens, bucket, word_ngrams, arrays["dict_pruneidx"] if "dict_pruneidx" in arrays else None)
 
 
 def _pack_tokens(tokens: Sequence[bytes]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Our model directories to and from fastText's `.bin` files.
+"""Our model directories to and from fastText's `.bin` files (and from its quantized `.ftz`).
 
 Nothing needs translating in the dictionary: ours is fastText's, word for word, count for
 count, id for id. Export materialises the input matrix (the rows training changed, from the
@@ -12,6 +12,10 @@ training configuration built from the `.bin`'s Args (plus the `--lr` given to th
 so a resumed run trains `--epoch` epochs starting from fastText's weights. The training
 file must be the one the `.bin` was trained on: `--resume` checks the vocabulary size, not
 that every word id matches.
+
+A `.ftz` (see `quantization.py`) reads as its dequantized rows: the input rows fastText
+adds up for a document, one per kept word and kept n-gram bucket, under a pruned
+dictionary that encodes text into exactly those rows, as fastText's does.
 """
 import os
 from dataclasses import asdict
@@ -23,6 +27,7 @@ from data_pipeline.dictionary import Dictionary
 from data_pipeline.normalize import LABEL_PREFIX
 from model.checkpoint import CheckpointError, save_checkpoint
 from model.fasttext_binary import FastTextArgs, FastTextModel, read_fasttext_bin
+from model.product_quantizer import dense
 
 from .inference import CHECKPOINT_FILE, TEXT_NORMALIZATION, TrainedModel, trained_model_from_arrays
 from .training import Progress, TrainConfig
@@ -31,6 +36,9 @@ from .training import Progress, TrainConfig
 def to_fasttext(trained: TrainedModel) -> FastTextModel:
     """The model as fastText would have saved it after training with our settings."""
     config, dictionary = trained.meta["config"], trained.dictionary
+    if dictionary.is_pruned:
+        raise CheckpointError(f"{config['model_dir'] or trained.meta.get('imported_from')}: a pruned (quantized) "
+                              f"model has no .bin form; quantize.py writes it as a .ftz")
     # fastText's CLI drops the hash buckets of a unigram model; our input matrix has none either.
     bucket = dictionary.bucket if dictionary.word_ngrams > 1 else 0
     args = FastTextArgs(dim=config["dim"], epoch=config["epoch"], min_count=config["min_count"],
@@ -49,11 +57,11 @@ def _checkpoint_from_fasttext(path: str, lr: float = 0.1, normalises_input: bool
                               f"project reads labels by")
     args = source.args
     dictionary = Dictionary(source.words, source.word_counts, source.labels, source.label_counts, source.ntokens,
-                            args.bucket, args.word_ngrams)
+                            args.bucket, args.word_ngrams, source.pruneidx)
     # A unigram .bin may still carry (unused) hash buckets; our input matrix stops at the words.
-    rows = source.input_matrix[:dictionary.num_input_rows]
+    rows = dense(source.input_matrix)[:dictionary.num_input_rows]
     arrays = {"input_rows": np.arange(len(rows), dtype=np.int64), "input_values": rows,
-              "output_matrix": source.output_matrix, **dictionary.to_arrays()}
+              "output_matrix": dense(source.output_matrix), **dictionary.to_arrays()}
     config = TrainConfig(train="", model_dir="", lr=lr, dim=args.dim, epoch=args.epoch,
                          word_ngrams=args.word_ngrams, bucket=args.bucket, min_count=args.min_count, loss=args.loss)
     names = [label[len(LABEL_PREFIX):].decode("utf-8", "replace") for label in source.labels]
@@ -73,6 +81,6 @@ def import_fasttext(path: str, model_dir: str, lr: float = 0.1, normalises_input
 
 
 def load_fasttext_model(path: str, ctx: mx.Context, normalises_input: bool = False) -> TrainedModel:
-    """The `.bin` at `path`, ready to evaluate or predict, without writing a model directory."""
+    """The `.bin` or `.ftz` at `path`, ready to evaluate or predict, without writing a model directory."""
     arrays, meta = _checkpoint_from_fasttext(path, normalises_input=normalises_input)
     return trained_model_from_arrays(arrays, meta, ctx)

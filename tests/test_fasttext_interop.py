@@ -189,3 +189,15 @@ def test_import_refuses_to_overwrite_a_model(exported, tiny_model_dir, tmp_path)
     assert_clean_failure(done, "checkpoint.npz: exists; import into a new --model-dir")
     assert (model_dir / "checkpoint.npz").read_bytes() == before
 
+
+
+def test_predict_normalises_raw_text_for_a_fasttext_model_when_told(exported, tiny_model_dir):
+    """A CSV-trained model exported to fastText predicts raw text as our model directory does
+    once --normalize-input says the text needs normalising (the file cannot say so itself)."""
+    raw = b"Stocks RALLY as OIL prices fall (Reuters): investors cheer!\nNBA finals: Lakers win, again.\n"
+    ours = run_cli("predict", "--model-dir", tiny_model_dir, "--k", 2, input=raw)
+    theirs = run_cli("predict", "--fasttext-model", exported / "model.bin", "--normalize-input", "--k", 2, input=raw)
+    unnormalised = run_cli("predict", "--fasttext-model", exported / "model.bin", "--k", 2, input=raw)
+    assert ours.returncode == theirs.returncode == unnormalised.returncode == 0, ours.stderr + theirs.stderr
+    assert theirs.stdout == ours.stdout
+    assert unnormalised.stdout != ours.stdout
