@@ -21,6 +21,7 @@ from data_pipeline.readers import EOS
 from model.fasttext_binary import FastTextModel, fasttext_file_size
 from model.product_quantizer import KSUB, QuantizedMatrix, l2_norm_rows
 
+from .dashboard import Dashboard
 from .fasttext_interop import to_fasttext
 from .inference import TrainedModel, encode_labelled_file, evaluate
 from .training import TrainConfig, Trainer
@@ -143,3 +144,14 @@ def summarize(quantized: Quantized, ftz_path: str, before=None, after=None) -> d
         summary.update(n_test=before.num_examples, accuracy_before=before.accuracy, accuracy_after=after.accuracy,
                        accuracy_drop_points=100 * (before.accuracy - after.accuracy))
     return summary
+
+
+def log_summary(logdir: str, summary: dict) -> None:
+    """The summary's numbers as `quantize/*` scalars and its settings and sizes as an HParams entry."""
+    dashboard = Dashboard(logdir, enabled=True)
+    numbers = {key: value for key, value in summary.items() if isinstance(value, (int, float))
+               and not isinstance(value, bool)}
+    dashboard.scalars(0, {f"quantize/{key}": value for key, value in numbers.items()})
+    dashboard.hparams({key: summary[key] for key in ("cutoff", "dsub", "qnorm", "qout", "retrain")},
+                      {key: numbers[key] for key in ("size_ratio", "accuracy_after") if key in numbers})
+    dashboard.close()

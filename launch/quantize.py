@@ -78,6 +78,8 @@ def main():
     parser.add_argument("--cache-dir", help="with --retrain: preprocessed shards (default: the model's)")
     parser.add_argument("--test", help="labelled file: report accuracy before and after")
     parser.add_argument("--metrics-out", help="also write the sizes and accuracies as JSON")
+    parser.add_argument("--logdir", help="TensorBoard: the retraining's curves (retrain/) and the sizes and "
+                                         "accuracies before and after (quantize/)")
     parser.add_argument("--gpu", type=int)
     parser.add_argument("--thread", type=int)
     args = parser.parse_args()
@@ -85,7 +87,8 @@ def main():
     configure_mxnet(args.thread, args.gpu)
     from distributed.fasttext_interop import load_fasttext_model
     from distributed.inference import load_model_dir
-    from distributed.quantization import QuantizeSettings, quantize_model, retrain_config, summarize, top1_report
+    from distributed.quantization import (QuantizeSettings, log_summary, quantize_model, retrain_config, summarize,
+                                          top1_report)
     from distributed.world import init_world
     from model.checkpoint import write_json_atomic
     from model.fasttext_binary import write_fasttext_bin
@@ -97,7 +100,8 @@ def main():
     before = top1_report(trained, args.test, trained.num_classes, ctx) if args.test and world.is_root else None
     retrain = None
     if args.retrain:
-        overrides = {"gpu": args.gpu, **({"cache_dir": args.cache_dir} if args.cache_dir else {})}
+        overrides = {"gpu": args.gpu, **({"cache_dir": args.cache_dir} if args.cache_dir else {}),
+                     **({"logdir": os.path.join(args.logdir, "retrain")} if args.logdir else {})}
         retrain = retrain_config(trained.meta["config"], args.train, args.epoch, args.lr, **overrides)
     settings = QuantizeSettings(args.cutoff or 0, args.dsub, args.qnorm, args.qout, retrain)
     quantized = quantize_model(trained, settings, world, args.model_dir)
@@ -111,6 +115,8 @@ def main():
     summary = {**summarize(quantized, args.output, before, after), "cutoff": settings.cutoff, "dsub": args.dsub,
                "qnorm": args.qnorm, "qout": args.qout, "retrain": args.retrain}
     print(format_summary(summary, args.output))
+    if args.logdir:
+        log_summary(os.path.join(args.logdir, "quantize"), summary)
     if args.metrics_out:
         write_json_atomic(args.metrics_out, summary)
     if trained.normalises_input:

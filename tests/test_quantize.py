@@ -9,6 +9,7 @@ from dataclasses import replace
 import mxnet as mx
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import AG_NEWS, run_cli
 from test_bad_input import assert_clean_failure
@@ -101,7 +102,7 @@ def target(tmp_path_factory):
     root = tmp_path_factory.mktemp("target")
     model_dir = train_model(root, 2_000_000)
     summary = quantize(model_dir, root / "model.ftz", "--cutoff", "50000", "--qnorm", "--retrain",
-                       "--train", AG_NEWS / "train.csv", "--cache-dir", root / "cache")
+                       "--train", AG_NEWS / "train.csv", "--cache-dir", root / "cache", "--logdir", root / "tb")
     return {"dir": root, "summary": summary}
 
 
@@ -110,6 +111,17 @@ def test_quantized_model_is_10x_smaller_within_a_point_of_accuracy(target):
     assert summary["bin_bytes"] >= 10 * summary["ftz_bytes"]
     assert summary["accuracy_after"] >= summary["accuracy_before"] - 0.01
     assert summary["n_test"] == 1600 and summary["input_rows_after"] == 50_000
+
+
+def test_retraining_and_summary_are_on_tensorboard(target):
+    retrain = EventAccumulator(str(target["dir"] / "tb" / "retrain"))
+    retrain.Reload()
+    assert len(retrain.Scalars("train/loss")) >= 2
+    summary = EventAccumulator(str(target["dir"] / "tb" / "quantize"))
+    summary.Reload()
+    for key in ("size_ratio", "accuracy_before", "accuracy_after", "ftz_bytes"):
+        (event,) = summary.Scalars(f"quantize/{key}")
+        assert event.value == pytest.approx(target["summary"][key], rel=1e-6)
 
 
 def test_bin_size_is_what_export_writes(target, tmp_path):
