@@ -8,6 +8,7 @@ import pytest
 
 from bench.fasttext_cpp import write_fasttext_format
 from conftest import AG_NEWS, TINY_SETTINGS, run_cli
+from horovod_jobs import assert_same_weights, run, train_command
 from data_pipeline.dictionary import Dictionary
 from data_pipeline.errors import InputError
 from data_pipeline.shards import CorpusSettings, preprocess
@@ -109,3 +110,15 @@ def test_bad_vec_file_is_a_clear_error(tmp_path, tiny_data_dir, content, message
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {vec}")
     assert not (model_dir / "checkpoint.npz").exists()
+
+
+def test_two_horovod_ranks_start_from_the_vectors_as_one_process(tmp_path, tiny_data_dir, vec_file):
+    """Rank 0 reads the vectors and broadcasts the rows: the same weights as one process."""
+    runs = {}
+    for controller, num_proc, batch in (("none", 1, 64), ("gloo", 2, 32)):
+        runs[controller] = tmp_path / controller
+        done = run(train_command(controller, num_proc, "--train", tiny_data_dir / "train.csv", "--model-dir",
+                                 runs[controller], "--cache-dir", tmp_path / "cache", "--pretrained-vectors",
+                                 vec_file, "--batch-size", batch, *TINY_SETTINGS))
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert_same_weights(runs["gloo"], runs["none"])
