@@ -16,8 +16,8 @@ from data_pipeline.vectors import read_vectors
 from model.checkpoint import load_checkpoint
 
 DIM = 5
-# fastText trains with pretrained vectors and saves its vocabulary and the rows of the .vec's
-# words before any update (epoch 0 is not allowed, so lr 0 leaves every row as loaded).
+# fastText's vocabulary after training with pretrained vectors (one epoch at lr 0: the shortest
+# run it allows), printed one word a line.
 _FASTTEXT_VOCABULARY = r"""
 import sys, fasttext
 model = fasttext.train_supervised(sys.argv[1], pretrainedVectors=sys.argv[2], dim=int(sys.argv[3]), lr=0.0,
@@ -58,7 +58,7 @@ def test_vocabulary_matches_fasttext_with_pretrained_vectors(tmp_path, tiny_data
 
 
 def test_training_starts_from_the_vectors(tmp_path, tiny_data_dir, vec_file):
-    """With lr 0 nothing moves: the stored rows are exactly the .vec's (the last of a repeated word)."""
+    """At a negligible lr nothing moves: the stored rows are the .vec's (the last of a repeated word)."""
     model_dir = tmp_path / "model"
     done = run_cli("train", "--train", tiny_data_dir / "train.csv", "--model-dir", model_dir, "--cache-dir",
                    tmp_path / "cache", "--pretrained-vectors", vec_file, "--dim", DIM, "--epoch", 1, "--lr", 1e-12)
