@@ -4,8 +4,10 @@ A corpus directory holds the dictionary and `num_shards` shards; document i goes
 i % num_shards, so every shard sees every part of a file that is sorted by class. A shard
 is three files: `ids.npy` (all input rows, memory-mapped), `docs.npz` (per-document row
 offsets, fastText token counts, label offsets and label ids). Reading shard k of n touches
-only shard k. The directory name is a hash of the input bytes and the settings, so a rerun
-with the same input reuses it, and it appears atomically (built aside, then renamed).
+only shard k. Documents held out for validation (`valid_fraction`) form one more shard,
+`validation`, outside the rotation. The directory name is a hash of the input bytes and the
+settings (and of any words added from pretrained vectors), so a rerun with the same input
+reuses it, and it appears atomically (built aside, then renamed).
 """
 import hashlib
 import json
