@@ -62,10 +62,12 @@ def run_one(spec, word_ngrams: int, args, world) -> dict:
     """Train one configuration; returns accuracy (on rank 0) and seconds per epoch."""
     from distributed.inference import encode_labelled_file, evaluate
     from distributed.training import TrainConfig, Trainer
+    from model.step_size import default_batch_size
     config = TrainConfig(train=spec.train_path(args.data_root), dataset=spec.name, lr=spec.lr,
                          model_dir=os.path.join(args.runs_dir, f"{spec.name}-{word_ngrams}gram"),
                          cache_dir=args.cache_dir, dim=args.dim, epoch=args.epoch, word_ngrams=word_ngrams,
-                         bucket=args.bucket, gpu=args.gpu, seed=args.seed)
+                         bucket=args.bucket, gpu=args.gpu, seed=args.seed,
+                         batch_size=default_batch_size(spec.lr, world.size))
     trainer = Trainer(config, world)
     metrics = trainer.train()
     result = {"seconds_per_epoch": metrics["train_seconds"] / args.epoch,

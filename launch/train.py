@@ -54,7 +54,9 @@ def parse_args(argv=None):
                     help="CPU threads for MXNet operators (under Horovod: the node's cores / its ranks)")
     ft.add_argument("--k", type=int, default=1, help="k of precision/recall@k in evaluation")
     run = parser.add_argument_group("mini-batches and devices")
-    run.add_argument("--batch-size", type=int, default=64, help="documents per step per rank")
+    run.add_argument("--batch-size", type=int,
+                     help="documents per step per rank (default 64, fewer where lr x ranks x 64 > 16: "
+                          "a step applies the summed gradients, and past that SGD diverges)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--gpu", type=int, help="GPU index for one process (under Horovod: local rank)")
     run.add_argument("--fp16-allreduce", action="store_true", help="exchange gradients in float16")
@@ -80,6 +82,9 @@ def parse_args(argv=None):
     if not args.train:
         parser.error("give --train FILE or --dataset NAME")
     args.lr = 0.1 if args.lr is None else args.lr
+    if args.batch_size is None:
+        from model.step_size import default_batch_size
+        args.batch_size = default_batch_size(args.lr, launched_size())
     for name in ("dim", "epoch", "word_ngrams", "bucket", "batch_size", "num_shards", "k", "log_every", "patience"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
