@@ -57,6 +57,7 @@ import numpy as np
 from data_pipeline.errors import InputError
 from model.checkpoint import write_json_atomic
 from model.fasttext import LOSSES
+from model.step_size import default_batch_size
 
 from .dashboard import Dashboard
 from .errors import DeadlineReached, NonFiniteLoss
@@ -233,6 +234,7 @@ class Autotune:
         self.duration = duration
         self.metric = metric
         self.fixed = sorted(set(fixed) & set(SEARCH_SPACE))
+        self.batch_size_given = "batch_size" in fixed
         self.strategy = AutotuneStrategy(Settings.of(config), self.fixed, duration, config.seed)
         self.scratch = os.path.join(config.model_dir, TRIALS_DIR)
         self.trials: List[Trial] = []
@@ -336,7 +338,10 @@ class Autotune:
     def _trial_config(self, number: int, settings: Settings) -> TrainConfig:
         """The run's config with the trial's settings, scored on the validation file; the
         test file is kept for the final model."""
-        return replace(self.config, **asdict(settings), model_dir=self._trial_dir(number),
+        # Unless --batch-size was given, each trial's lr gets its own stable batch, as a run at that lr would.
+        batch_size = (self.config.batch_size if self.batch_size_given
+                      else default_batch_size(settings.lr, self.world.size))
+        return replace(self.config, **asdict(settings), batch_size=batch_size, model_dir=self._trial_dir(number),
                        logdir=self._logdir(f"trial-{number:03d}"), valid=self.validation, test=None,
                        checkpoint_every_epoch=False)  # a trial is never resumed: only its final model
 
