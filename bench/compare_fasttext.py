@@ -21,9 +21,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from bench.fasttext_cpp import fasttext_copies, train_and_test  # noqa: E402
+from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
 
 SAMPLE = os.path.join(REPO, "samples", "ag_news_mini")
 SETTINGS = {"lr": 0.25, "dim": 10, "epoch": 5, "bucket": 10_000_000}

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from data_pipeline.readers import read_records
+from fasttext_horovod.data_pipeline.readers import read_records
 
 _RUN = r"""
 import json, resource, sys, time

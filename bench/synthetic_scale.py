@@ -24,12 +24,11 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from bench.fasttext_cpp import fasttext_copies, train_and_test  # noqa: E402
-from data_pipeline.datasets import dataset_spec  # noqa: E402
-from data_pipeline.synthetic import SYNTHETIC_MARKER, write_synthetic_dataset  # noqa: E402
-from launch.common import describe_hardware  # noqa: E402
+from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
+from fasttext_horovod.data_pipeline.datasets import dataset_spec
+from fasttext_horovod.data_pipeline.synthetic import SYNTHETIC_MARKER, write_synthetic_dataset
+from fasttext_horovod.launch.common import describe_hardware
 
 SETTINGS = {"dim": 10, "word_ngrams": 2, "bucket": 10_000_000, "epoch": 1, "thread": 2}
 

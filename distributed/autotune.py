@@ -54,14 +54,14 @@ from typing import Collection, List, Optional, Sequence, Tuple
 import mxnet as mx
 import numpy as np
 
-from data_pipeline.errors import InputError
-from model.checkpoint import write_json_atomic
-from model.fasttext import LOSSES
-from model.step_size import default_batch_size
+from fasttext_horovod.data_pipeline.errors import InputError
+from fasttext_horovod.model.checkpoint import write_json_atomic
+from fasttext_horovod.model.fasttext import LOSSES
+from fasttext_horovod.model.step_size import default_batch_size
 
 from .dashboard import Dashboard
 from .errors import DeadlineReached, NonFiniteLoss
-from .inference import CHECKPOINT_FILE, encode_labelled_file, evaluate, load_model_dir
+from fasttext_horovod.model.inference import CHECKPOINT_FILE, encode_labelled_file, evaluate, load_model_dir
 from .training import StopRequest, TrainConfig, Trainer
 from .world import World
 

@@ -25,7 +25,7 @@ from typing import List, Tuple
 import mxnet as mx
 import numpy as np
 
-from .tensors import to_device
+from fasttext_horovod.model.tensors import to_device
 from .world import World
 
 _ID_DTYPE = np.int32  # shards store input rows as int32, so every id fits

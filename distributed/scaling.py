@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterable, Optional
 
 import numpy as np
 
-from data_pipeline.batching import Batch
+from fasttext_horovod.data_pipeline.batching import Batch
 
 from .exchange import ExchangeStats
 

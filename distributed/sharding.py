@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from data_pipeline.errors import InputError
-from data_pipeline.shards import CorpusSettings, Shard, ShardedCorpus, preprocess
+from fasttext_horovod.data_pipeline.errors import InputError
+from fasttext_horovod.data_pipeline.shards import CorpusSettings, Shard, ShardedCorpus, preprocess
 
 from .progress import ProgressReporter
 from .world import World

@@ -24,23 +24,23 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
-from data_pipeline.batching import Batch, BatchStream
-from data_pipeline.dictionary import Dictionary
-from data_pipeline.readers import detect_format, read_class_names
-from data_pipeline.shards import CorpusSettings
-from data_pipeline.vectors import read_vectors
-from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
+from fasttext_horovod.data_pipeline.batching import Batch, BatchStream
+from fasttext_horovod.data_pipeline.dictionary import Dictionary
+from fasttext_horovod.data_pipeline.readers import detect_format, read_class_names
+from fasttext_horovod.data_pipeline.shards import CorpusSettings
+from fasttext_horovod.data_pipeline.vectors import read_vectors
+from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
+from fasttext_horovod.model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
 
 from .dashboard import Dashboard
 from .errors import DeadlineReached, NonFiniteLoss
 from .exchange import GradientExchange
-from .inference import (CHECKPOINT_FILE, TEXT_NORMALIZATION, EncodedDocuments, build_model, encode_labelled_file,
+from fasttext_horovod.model.inference import (CHECKPOINT_FILE, TEXT_NORMALIZATION, EncodedDocuments, build_model, encode_labelled_file,
                         evaluate)
 from .progress import ProgressReporter
 from .scaling import ScalingMeter, scaling_scalars, summarize, time_single_worker
 from .sharding import open_rank_shards, prepare_corpus
-from .tensors import batch_tensors, to_device
+from fasttext_horovod.model.tensors import batch_tensors, to_device
 from .world import World
 
 
@@ -213,8 +213,8 @@ class Trainer:
     def _restore(self):
         """Rank 0 loads the checkpoint; the others receive it by broadcast."""
         arrays, meta = load_checkpoint(self.checkpoint_path)
-        saved = meta["config"]
-        changed = [k for k in _RESUME_KEYS if saved.get(k) != getattr(self.config, k)]
+        saved = {**asdict(TrainConfig(train="", model_dir="")), **meta["config"]}  # settings it lacks: defaults
+        changed = [k for k in _RESUME_KEYS if saved[k] != getattr(self.config, k)]
         if changed:
             raise CheckpointError(f"{self.checkpoint_path}: cannot resume, settings differ: "
                                   + ", ".join(f"--{k.replace('_', '-')} {saved.get(k)} (was) vs "
@@ -223,9 +223,9 @@ class Trainer:
             raise CheckpointError(f"{self.checkpoint_path}: checkpoint was trained on other data")
         self._load_weights(arrays)
         self.progress = Progress(**meta["progress"])
-        saved_validation = meta.get("validation") or {}  # absent in a checkpoint imported from fastText
-        self.validation = Validation(self.validation.patience, saved_validation.get("best_accuracy", -1.0),
-                                     saved_validation.get("best_epoch", 0))
+        saved_validation = {**asdict(Validation()), **(meta.get("validation") or {})}  # none when imported
+        self.validation = Validation(self.validation.patience, saved_validation["best_accuracy"],
+                                     saved_validation["best_epoch"])
         self.progress.batch = resume_batch(self.progress.batch, saved["batch_size"] * meta["world_size"],
                                            self.global_batch_size)
 
@@ -255,11 +255,10 @@ class Trainer:
         if not self.world.is_root:
             return
         arrays = {**self.model.state_arrays(self.touched), **self.dictionary.to_arrays()}
-        meta = {"config": asdict(self.config), "progress": asdict(self.progress), "finished": finished,
-                "validation": asdict(self.validation),
-                "label_names": self.names, "num_classes": self.num_classes, "world_size": self.world.size,
-                "text_normalization": TEXT_NORMALIZATION if detect_format(self.config.train) == "csv" else None,
-                "metrics": metrics or {}}
+        meta = checkpoint_meta(asdict(self.config), asdict(self.progress), finished, self.names, self.num_classes,
+                               self.world.size,
+                               TEXT_NORMALIZATION if detect_format(self.config.train) == "csv" else None,
+                               metrics, asdict(self.validation))
         save_checkpoint(path or self.checkpoint_path, arrays, meta)
 
     # -- one step ----------------------------------------------------------------------------

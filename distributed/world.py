@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import PeerFailure
 from .launcher import launched_size
-from .tensors import to_device
+from fasttext_horovod.model.tensors import to_device
 
 
 @contextmanager

@@ -42,10 +42,10 @@ def run_cli(main) -> None:
     Under a launcher the line also names the rank (`error: rank 1: ...`); a rank stopped
     because another one failed says so and exits non-zero too, so no rank hangs or stays.
     """
-    from data_pipeline.errors import InputError
-    from distributed.errors import NonFiniteLoss, PeerFailure
-    from distributed.launcher import launched_rank
-    from model.checkpoint import CheckpointError
+    from fasttext_horovod.data_pipeline.errors import InputError
+    from fasttext_horovod.distributed.errors import NonFiniteLoss, PeerFailure
+    from fasttext_horovod.distributed.launcher import launched_rank
+    from fasttext_horovod.model.checkpoint import CheckpointError
     where = "" if launched_rank() is None else f"rank {launched_rank()}: "
     try:
         main()

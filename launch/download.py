@@ -11,11 +11,9 @@ verified, and against what). A dataset already unpacked there is left alone.
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.common import run_cli  # noqa: E402
+from fasttext_horovod.launch.common import run_cli
 
 
 class ByteProgress:
@@ -26,7 +24,7 @@ class ByteProgress:
         self.resumed_from = self.last = 0
 
     def __call__(self, size: int, total):
-        from distributed.progress import ProgressReporter
+        from fasttext_horovod.distributed.progress import ProgressReporter
         if self.reporter is None:
             self.reporter = ProgressReporter(total, "bytes")
             self.resumed_from = self.last = size
@@ -39,7 +37,7 @@ class ByteProgress:
 
 
 def main():
-    from data_pipeline.datasets import ARCHIVE_BASE_URL, BASE_URL_ENV, DATASETS, dataset_spec
+    from fasttext_horovod.data_pipeline.datasets import ARCHIVE_BASE_URL, BASE_URL_ENV, DATASETS, dataset_spec
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}, or all")
     parser.add_argument("--data-root", default="data")
@@ -50,7 +48,7 @@ def main():
     specs = list(DATASETS.values()) if args.dataset == "all" else [dataset_spec(args.dataset)]
     if args.sha256 and len(specs) > 1:
         parser.error("--sha256 pins one archive: give one --dataset")
-    from data_pipeline.download import download_dataset
+    from fasttext_horovod.data_pipeline.download import download_dataset
     for spec in specs:
         progress = ByteProgress()
         try:

@@ -9,13 +9,10 @@ P@k and R@k are fastText's `test`: correct predictions over predictions made (th
 per-document loss against the gold label sets.
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.common import configure_mxnet, run_cli  # noqa: E402
-from launch.model_args import add_model_arguments, add_ranking_arguments, load_trained_model  # noqa: E402
+from fasttext_horovod.launch.common import configure_mxnet, run_cli
+from fasttext_horovod.launch.model_args import add_model_arguments, add_ranking_arguments, load_trained_model
 
 
 def format_report(report: dict, names) -> str:
@@ -42,9 +39,9 @@ def main():
     parser.add_argument("--metrics-out", help="also write the report as JSON")
     args = parser.parse_args()
     configure_mxnet(args.thread, args.gpu)
-    from distributed.inference import encode_labelled_file, evaluate
-    from distributed.world import World
-    from model.checkpoint import write_json_atomic
+    from fasttext_horovod.model.inference import encode_labelled_file, evaluate
+    from fasttext_horovod.distributed.world import World
+    from fasttext_horovod.model.checkpoint import write_json_atomic
     ctx = World().device(args.gpu)
     trained = load_trained_model(args, ctx)
     docs = encode_labelled_file(args.test, trained.dictionary, trained.num_classes)

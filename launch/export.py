@@ -6,12 +6,10 @@ fastText's `predict` does not normalise text: a model trained on Zhang et al.'s 
 text normalised as fastText's classification-results.sh does (as our predict.py does for you).
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.common import configure_mxnet, run_cli  # noqa: E402
+from fasttext_horovod.launch.common import configure_mxnet, run_cli
 
 
 def main():
@@ -23,10 +21,10 @@ def main():
     if not (args.fasttext or args.vec):
         parser.error("give --fasttext MODEL.bin and/or --vec MODEL.vec")
     configure_mxnet(None, None)
-    from distributed.fasttext_interop import to_fasttext
-    from distributed.inference import load_model_dir
-    from distributed.world import World
-    from model.fasttext_binary import write_fasttext_bin, write_vec
+    from fasttext_horovod.model.fasttext_interop import to_fasttext
+    from fasttext_horovod.model.inference import load_model_dir
+    from fasttext_horovod.distributed.world import World
+    from fasttext_horovod.model.fasttext_binary import write_fasttext_bin, write_vec
     trained = load_model_dir(args.model_dir, World().device(None))
     exported = to_fasttext(trained)
     if args.fasttext:

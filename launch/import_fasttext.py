@@ -12,11 +12,9 @@ the .bin; --lr as given here) and its training file must be the one the .bin was
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.common import configure_mxnet, run_cli  # noqa: E402
+from fasttext_horovod.launch.common import configure_mxnet, run_cli
 
 
 def main():
@@ -30,9 +28,9 @@ def main():
                              "predict.py normalises raw input the same way")
     args = parser.parse_args()
     configure_mxnet(None, None)
-    from data_pipeline.errors import InputError
-    from distributed.fasttext_interop import import_fasttext
-    from distributed.inference import CHECKPOINT_FILE
+    from fasttext_horovod.data_pipeline.errors import InputError
+    from fasttext_horovod.model.fasttext_interop import import_fasttext
+    from fasttext_horovod.model.inference import CHECKPOINT_FILE
     existing = os.path.join(args.model_dir, CHECKPOINT_FILE)
     if os.path.exists(existing):
         raise InputError(existing, "exists; import into a new --model-dir")

@@ -8,11 +8,9 @@ data_pipeline/merged_pairs.py for how documents are paired.
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.common import run_cli  # noqa: E402
+from fasttext_horovod.launch.common import run_cli
 
 
 def main():
@@ -22,7 +20,7 @@ def main():
     parser.add_argument("--single-fraction", type=float, default=0.2, help="share of documents left single")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from data_pipeline.merged_pairs import write_merged_pairs
+    from fasttext_horovod.data_pipeline.merged_pairs import write_merged_pairs
     for split in ("train.csv", "test.csv"):
         rows = write_merged_pairs(os.path.join(args.source, split), os.path.join(args.out, split), args.seed,
                                   args.single_fraction)

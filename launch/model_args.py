@@ -34,7 +34,7 @@ def add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
 def load_trained_model(args: argparse.Namespace, ctx):
     """The model `add_model_arguments` named, on `ctx` (call after `configure_mxnet`)."""
     if args.fasttext_model:
-        from distributed.fasttext_interop import load_fasttext_model
+        from fasttext_horovod.model.fasttext_interop import load_fasttext_model
         return load_fasttext_model(args.fasttext_model, ctx, args.normalize_input)
-    from distributed.inference import load_model_dir
+    from fasttext_horovod.model.inference import load_model_dir
     return load_model_dir(args.model_dir, ctx)

@@ -10,13 +10,11 @@ the best k labels (-1: all) of probability at least --threshold, best first; an 
 where none qualifies.
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.common import configure_mxnet, run_cli  # noqa: E402
-from launch.model_args import add_model_arguments, add_ranking_arguments, load_trained_model  # noqa: E402
+from fasttext_horovod.launch.common import configure_mxnet, run_cli
+from fasttext_horovod.launch.model_args import add_model_arguments, add_ranking_arguments, load_trained_model
 
 
 def main():
@@ -28,9 +26,9 @@ def main():
     parser.add_argument("--thread", type=int)
     args = parser.parse_args()
     configure_mxnet(args.thread, args.gpu)
-    from data_pipeline.readers import read_text_lines
-    from distributed.inference import encode_texts, predict
-    from distributed.world import World
+    from fasttext_horovod.data_pipeline.readers import read_text_lines
+    from fasttext_horovod.model.inference import encode_texts, predict
+    from fasttext_horovod.distributed.world import World
     ctx = World().device(args.gpu)
     trained = load_trained_model(args, ctx)
     texts = list(read_text_lines(args.input, normalise=trained.normalises_input))

@@ -18,16 +18,15 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.common import configure_mxnet, run_cli  # noqa: E402
+from fasttext_horovod.launch.common import configure_mxnet, run_cli
 
 
 def check_settings(args) -> None:
     """Refuse settings fastText would refuse or ignore, before anything is loaded or written."""
-    from data_pipeline.errors import InputError
-    from data_pipeline.readers import check_readable_file
-    from model.product_quantizer import KSUB
+    from fasttext_horovod.data_pipeline.errors import InputError
+    from fasttext_horovod.data_pipeline.readers import check_readable_file
+    from fasttext_horovod.model.product_quantizer import KSUB
     if args.cutoff is not None and args.cutoff < KSUB:
         raise InputError("--cutoff", f"must be at least {KSUB} rows (the quantizer's {KSUB} centroids need "
                                      f"as many), got {args.cutoff}")
@@ -85,13 +84,13 @@ def main():
     args = parser.parse_args()
     check_settings(args)
     configure_mxnet(args.thread, args.gpu)
-    from distributed.fasttext_interop import load_fasttext_model
-    from distributed.inference import load_model_dir
-    from distributed.quantization import (QuantizeSettings, log_summary, quantize_model, retrain_config, summarize,
-                                          top1_report)
-    from distributed.world import init_world
-    from model.checkpoint import write_json_atomic
-    from model.fasttext_binary import write_fasttext_bin
+    from fasttext_horovod.model.fasttext_interop import load_fasttext_model
+    from fasttext_horovod.model.inference import load_model_dir
+    from fasttext_horovod.distributed.quantize_retrain import log_summary, quantize_model, retrain_config
+    from fasttext_horovod.model.quantization import QuantizeSettings, summarize, top1_report
+    from fasttext_horovod.distributed.world import init_world
+    from fasttext_horovod.model.checkpoint import write_json_atomic
+    from fasttext_horovod.model.fasttext_binary import write_fasttext_bin
     # Horovod: every rank retrains; rank 0 alone quantizes, writes and reports.
     world = init_world()
     ctx = world.device(args.gpu)
@@ -103,8 +102,8 @@ def main():
         overrides = {"gpu": args.gpu, **({"cache_dir": args.cache_dir} if args.cache_dir else {}),
                      **({"logdir": os.path.join(args.logdir, "retrain")} if args.logdir else {})}
         retrain = retrain_config(trained.meta["config"], args.train, args.epoch, args.lr, **overrides)
-    settings = QuantizeSettings(args.cutoff or 0, args.dsub, args.qnorm, args.qout, retrain)
-    quantized = quantize_model(trained, settings, world, args.model_dir)
+    settings = QuantizeSettings(args.cutoff or 0, args.dsub, args.qnorm, args.qout)
+    quantized = quantize_model(trained, settings, retrain, world, args.model_dir)
     if not world.is_root:
         return
     write_fasttext_bin(args.output, quantized.small)

@@ -16,16 +16,15 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.common import configure_mxnet, describe_hardware, run_cli  # noqa: E402
+from fasttext_horovod.launch.common import configure_mxnet, describe_hardware, run_cli
 
 PAPER_SETTINGS = {"dim": 10, "epoch": 5, "bucket": 10_000_000}
 NGRAMS = {"unigrams": 1, "bigrams": 2}
 
 
 def parse_args():
-    from data_pipeline.datasets import DATASETS
+    from fasttext_horovod.data_pipeline.datasets import DATASETS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default="data", help="datasets as <root>/<name>_csv/{train,test}.csv")
     parser.add_argument("--datasets", nargs="+", default=["all"], help=f"some of {', '.join(DATASETS)} (default all)")
@@ -47,7 +46,7 @@ def count_rows(path: str) -> int:
 
 def describe_data(spec, data_root: str) -> dict:
     """What was actually trained on: real or synthetic, and how much of the dataset."""
-    from data_pipeline.synthetic import is_synthetic
+    from fasttext_horovod.data_pipeline.synthetic import is_synthetic
     train_rows, test_rows = count_rows(spec.train_path(data_root)), count_rows(spec.test_path(data_root))
     if is_synthetic(spec.dataset_dir(data_root)):
         kind = "SYNTHETIC"
@@ -60,9 +59,9 @@ def describe_data(spec, data_root: str) -> dict:
 
 def run_one(spec, word_ngrams: int, args, world) -> dict:
     """Train one configuration; returns accuracy (on rank 0) and seconds per epoch."""
-    from distributed.inference import encode_labelled_file, evaluate
-    from distributed.training import TrainConfig, Trainer
-    from model.step_size import default_batch_size
+    from fasttext_horovod.model.inference import encode_labelled_file, evaluate
+    from fasttext_horovod.distributed.training import TrainConfig, Trainer
+    from fasttext_horovod.model.step_size import default_batch_size
     config = TrainConfig(train=spec.train_path(args.data_root), dataset=spec.name, lr=spec.lr,
                          model_dir=os.path.join(args.runs_dir, f"{spec.name}-{word_ngrams}gram"),
                          cache_dir=args.cache_dir, dim=args.dim, epoch=args.epoch, word_ngrams=word_ngrams,
@@ -107,11 +106,11 @@ def markdown(rows, settings: dict, machine: str, world_size: int) -> str:
 def main():
     args = parse_args()
     configure_mxnet(args.thread, args.gpu)
-    from data_pipeline.datasets import DATASETS, dataset_spec
-    from data_pipeline.errors import InputError
-    from data_pipeline.readers import check_readable_file
-    from distributed.world import init_world
-    from model.checkpoint import write_json_atomic
+    from fasttext_horovod.data_pipeline.datasets import DATASETS, dataset_spec
+    from fasttext_horovod.data_pipeline.errors import InputError
+    from fasttext_horovod.data_pipeline.readers import check_readable_file
+    from fasttext_horovod.distributed.world import init_world
+    from fasttext_horovod.model.checkpoint import write_json_atomic
     specs = list(DATASETS.values()) if args.datasets == ["all"] else [dataset_spec(n) for n in args.datasets]
     for spec in specs:  # all present before hours of training start
         for path in (spec.train_path(args.data_root), spec.test_path(args.data_root)):

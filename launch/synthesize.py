@@ -8,16 +8,13 @@ Not real text: the data root's name must say "synthetic", and each dataset direc
 SYNTHETIC.txt describing how it was made (see data_pipeline/synthetic.py).
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.common import run_cli  # noqa: E402
+from fasttext_horovod.launch.common import run_cli
 
 
 def main():
-    from data_pipeline.datasets import DATASETS, dataset_spec
+    from fasttext_horovod.data_pipeline.datasets import DATASETS, dataset_spec
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}, or all")
     parser.add_argument("--data-root", default="data_synthetic", help="must have 'synthetic' in its name")
@@ -25,8 +22,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     specs = list(DATASETS.values()) if args.dataset == "all" else [dataset_spec(args.dataset)]
-    from data_pipeline.synthetic import synthetic_counts, write_synthetic_dataset
-    from distributed.progress import ProgressReporter
+    from fasttext_horovod.data_pipeline.synthetic import synthetic_counts, write_synthetic_dataset
+    from fasttext_horovod.distributed.progress import ProgressReporter
     for spec in specs:
         total = sum(synthetic_counts(spec, args.scale))
         reporter = ProgressReporter(total, "docs")

@@ -10,14 +10,13 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from distributed.launcher import launched_size, threads_per_rank  # noqa: E402
-from launch.common import configure_mxnet, run_cli  # noqa: E402
+from fasttext_horovod.distributed.launcher import launched_size, threads_per_rank
+from fasttext_horovod.launch.common import configure_mxnet, run_cli
 
 
 def parse_args(argv=None):
-    from data_pipeline.datasets import DATASETS
+    from fasttext_horovod.data_pipeline.datasets import DATASETS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--train", help="training file: Zhang et al. CSV (*.csv) or fastText __label__ lines")
@@ -83,7 +82,7 @@ def parse_args(argv=None):
         parser.error("give --train FILE or --dataset NAME")
     args.lr = 0.1 if args.lr is None else args.lr
     if args.batch_size is None:
-        from model.step_size import default_batch_size
+        from fasttext_horovod.model.step_size import default_batch_size
         args.batch_size = default_batch_size(args.lr, launched_size())
     for name in ("dim", "epoch", "word_ngrams", "bucket", "batch_size", "num_shards", "k", "log_every", "patience"):
         if getattr(args, name) < 1:
@@ -121,7 +120,7 @@ def explicit_settings(parser, args, argv) -> list:
 
 def autotune(config, world, args):
     """Search settings instead of training once; rank 0 prints the best and writes --metrics-out."""
-    from distributed.autotune import AUTOTUNE_FILE, Autotune
+    from fasttext_horovod.distributed.autotune import AUTOTUNE_FILE, Autotune
     summary = Autotune(config, world, args.autotune_validation, args.autotune_duration, args.autotune_metric,
                        args.autotune_fixed).run()
     if not world.is_root:
@@ -135,7 +134,7 @@ def autotune(config, world, args):
     print(f"model: {os.path.join(args.model_dir, 'checkpoint.npz')}; trials: "
           f"{os.path.join(args.model_dir, AUTOTUNE_FILE)}", file=sys.stderr)
     if args.metrics_out:
-        from model.checkpoint import write_json_atomic
+        from fasttext_horovod.model.checkpoint import write_json_atomic
         write_json_atomic(args.metrics_out, summary)
 
 
@@ -143,8 +142,8 @@ def main():
     args = parse_args()
     # Horovod: the ranks of a node share its cores, so each gets its share of MXNet threads.
     configure_mxnet(args.thread or threads_per_rank(), args.gpu)
-    from distributed.training import TrainConfig, Trainer
-    from distributed.world import init_world
+    from fasttext_horovod.distributed.training import TrainConfig, Trainer
+    from fasttext_horovod.distributed.world import init_world
     world = init_world()
     settings = {k: v for k, v in vars(args).items()
                 if k not in ("data_root", "metrics_out", "thread") and not k.startswith("autotune_")}
@@ -163,7 +162,7 @@ def main():
         if args.logdir:
             print(f"TensorBoard logs: {args.logdir}  (view: tensorboard --logdir {args.logdir})", file=sys.stderr)
         if args.metrics_out:
-            from model.checkpoint import write_json_atomic
+            from fasttext_horovod.model.checkpoint import write_json_atomic
             write_json_atomic(args.metrics_out, metrics)
 
 

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -35,6 +35,20 @@ def save_checkpoint(path: str, arrays: Dict[str, np.ndarray], meta: dict) -> Non
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def checkpoint_meta(config: dict, progress: dict, finished: bool, label_names: List[str],
+                    num_classes: Optional[int], world_size: int, text_normalization: Optional[str],
+                    metrics: Optional[dict] = None, validation: Optional[dict] = None, **provenance) -> dict:
+    """A checkpoint's metadata, whoever writes it (training, or an import from fastText).
+
+    `config` holds the run settings by flag name; a writer may leave out settings it has no
+    value for (an imported `.bin` knows no --seed or --num-shards), and readers take the
+    defaults for those. `progress` is where training stands ({} for an untrained start).
+    """
+    return {"config": config, "progress": progress, "finished": finished, "validation": validation or {},
+            "label_names": label_names, "num_classes": num_classes, "world_size": world_size,
+            "text_normalization": text_normalization, "metrics": metrics or {}, **provenance}
 
 
 def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], dict]:

@@ -16,12 +16,15 @@ PY=${PYTHON:-python3.11}
 . .venv/bin/activate
 
 if ! python -c "import mxnet, gluonnlp, tensorboardX, horovod.mxnet, fasttext, matplotlib, pytest" 2>/dev/null; then
+  # pybind11: fasttext 0.9.3 builds from source and, without build isolation, needs it already installed.
   pip install -q numpy==1.23.5 mxnet==1.9.1 gluonnlp==0.10.0 tensorboardX==2.6.5 \
-      tensorboard==2.21.0 mpi4py==4.1.2 wheel==0.48.0
+      tensorboard==2.21.0 mpi4py==4.1.2 wheel==0.48.0 pybind11==2.13.6
   # Horovod compiles against the MXNet installed above, so it cannot build in isolation.
   HOROVOD_WITH_MXNET=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 \
   HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 \
     pip install -q --no-build-isolation --no-cache-dir horovod==0.28.1
   pip install -q --no-build-isolation -e ".[dev]"
 fi
+# Our code, as the fasttext_horovod namespace, editable: a change in the repo needs no reinstall.
+python -c "import fasttext_horovod.distributed" 2>/dev/null || pip install -q --no-deps --no-build-isolation -e .
 python -c "import horovod.mxnet as hvd; assert hvd.gloo_built(), 'horovod was built without Gloo'"

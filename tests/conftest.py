@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
 
 REPO = Path(__file__).resolve().parents[1]
-AG_NEWS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news_mini"
+AG_NEWS = REPO / "samples" / "ag_news_mini"
 
 # Small and fast: a tiny vector size and hash table.
 TINY_SETTINGS = ("--epoch", "2", "--dim", "5", "--bucket", "10000", "--word-ngrams", "2", "--lr", "0.25")

@@ -36,7 +36,7 @@ WEIGHTS = ("input_rows", "input_values", "output_matrix")
 def checkpoint_arrays(model_dir: Path) -> dict:
     # Imported here: test files that are their own Horovod workers import this module before
     # the repository is on their path.
-    from model.checkpoint import load_checkpoint
+    from fasttext_horovod.model.checkpoint import load_checkpoint
     arrays, _ = load_checkpoint(str(model_dir / "checkpoint.npz"))
     return {name: arrays[name] for name in WEIGHTS}
 

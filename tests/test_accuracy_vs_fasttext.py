@@ -13,9 +13,9 @@ from conftest import AG_NEWS
 
 pytest.importorskip("fasttext")
 
-from bench.fasttext_cpp import fasttext_copies, train_and_test  # noqa: E402
-from distributed.training import TrainConfig, Trainer  # noqa: E402
-from distributed.world import World  # noqa: E402
+from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
+from fasttext_horovod.distributed.training import TrainConfig, Trainer
+from fasttext_horovod.distributed.world import World
 
 OUR_SEEDS = range(6)
 FASTTEXT_RUNS = 16

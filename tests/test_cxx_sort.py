@@ -10,8 +10,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from data_pipeline import cxx_sort
-from data_pipeline.cxx_sort import cxx_sort_order
+from fasttext_horovod.data_pipeline import cxx_sort
+from fasttext_horovod.data_pipeline.cxx_sort import cxx_sort_order
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed; cannot build the libstdc++ reference")
 

@@ -12,10 +12,10 @@ import fasttext
 import numpy as np
 import pytest
 
-from data_pipeline.dictionary import Dictionary, hash_token, word_ngram_buckets
-from data_pipeline.readers import read_csv_records, tokenize
+from fasttext_horovod.data_pipeline.dictionary import Dictionary, hash_token, word_ngram_buckets
+from fasttext_horovod.data_pipeline.readers import read_csv_records, tokenize
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news_mini"
+DATA = Path(__file__).resolve().parents[1] / "samples" / "ag_news_mini"
 BUCKET = 200_000
 # fastText 0.9.3's DenseMatrix::uniform splits the matrix into 10 blocks but only fills
 # blocks 0..thread-1: with fewer than 11 threads rows stay zero, and a zero row cannot tell

@@ -15,14 +15,14 @@ from test_bad_input import assert_clean_failure
 
 fasttext = pytest.importorskip("fasttext")
 
-from bench.fasttext_cpp import fasttext_copies, train_and_test  # noqa: E402
-from data_pipeline.readers import read_records  # noqa: E402
-from distributed.fasttext_interop import to_fasttext  # noqa: E402
-from distributed.inference import encode_texts, load_model_dir, predict  # noqa: E402
-from distributed.training import TrainConfig, Trainer  # noqa: E402
-from distributed.world import World  # noqa: E402
-from model.checkpoint import CheckpointError  # noqa: E402
-from model.fasttext_binary import read_fasttext_bin, write_fasttext_bin  # noqa: E402
+from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
+from fasttext_horovod.data_pipeline.readers import read_records
+from fasttext_horovod.model.fasttext_interop import to_fasttext
+from fasttext_horovod.model.inference import encode_texts, load_model_dir, predict
+from fasttext_horovod.distributed.training import TrainConfig, Trainer
+from fasttext_horovod.distributed.world import World
+from fasttext_horovod.model.checkpoint import CheckpointError
+from fasttext_horovod.model.fasttext_binary import read_fasttext_bin, write_fasttext_bin
 
 SMOOTHING = 1e-5  # fastText reports exp(log(p + 1e-5)) as the probability
 

@@ -6,7 +6,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from model.hierarchical_softmax import HuffmanTree, hs_loss, hs_top_k
+from fasttext_horovod.model.hierarchical_softmax import HuffmanTree, hs_loss, hs_top_k
 
 
 def _huffman_optimal_cost(counts):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from horovod_jobs import CONTROLLERS, REPO, horovodrun_command, run
+from horovod_jobs import CONTROLLERS, horovodrun_command, run
 
 NUM_ROWS, DIM, LABELS = 1000, 6, 4
 TRIALS = 20
@@ -25,8 +25,7 @@ def rank_gradients(trial: int, rank: int):
 
 
 def worker():
-    sys.path.insert(0, str(REPO))
-    from distributed.world import init_world
+    from fasttext_horovod.distributed.world import init_world
     world = init_world()
     for fp16 in (False, True):
         check_exchange(world, fp16)
@@ -35,7 +34,7 @@ def worker():
 
 def check_exchange(world, fp16: bool):
     import mxnet as mx
-    from distributed.exchange import GradientExchange
+    from fasttext_horovod.distributed.exchange import GradientExchange
     exchange = GradientExchange(world, NUM_ROWS, fp16=fp16)
     tolerance = 2e-2 if fp16 else 1e-6
     for trial in range(TRIALS):

@@ -16,9 +16,9 @@ import pytest
 from conftest import AG_NEWS
 from horovod_jobs import CONTROLLERS, REPO, TRAIN_SETTINGS, assert_same_weights, run, train_command
 
-from data_pipeline.shards import CorpusSettings, preprocess
-from distributed.training import resume_batch
-from model.checkpoint import load_checkpoint
+from fasttext_horovod.data_pipeline.shards import CorpusSettings, preprocess
+from fasttext_horovod.distributed.training import resume_batch
+from fasttext_horovod.model.checkpoint import load_checkpoint
 
 STOP_WITHIN_S = 60
 

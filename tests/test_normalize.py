@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.normalize import normalize_csv_record, normalize_text
-from data_pipeline.readers import read_csv_records, tokenize
+from fasttext_horovod.data_pipeline.normalize import normalize_csv_record, normalize_text
+from fasttext_horovod.data_pipeline.readers import read_csv_records, tokenize
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news_mini"
+DATA = Path(__file__).resolve().parents[1] / "samples" / "ag_news_mini"
 
 # `normalize_text` of fastText's classification-results.sh, verbatim.
 SCRIPT = (

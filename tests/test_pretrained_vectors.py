@@ -6,14 +6,14 @@ import sys
 import numpy as np
 import pytest
 
-from bench.fasttext_cpp import write_fasttext_format
+from fasttext_horovod.bench.fasttext_cpp import write_fasttext_format
 from conftest import AG_NEWS, TINY_SETTINGS, run_cli
 from horovod_jobs import assert_same_weights, run, train_command
-from data_pipeline.dictionary import Dictionary
-from data_pipeline.errors import InputError
-from data_pipeline.shards import CorpusSettings, preprocess
-from data_pipeline.vectors import read_vectors
-from model.checkpoint import load_checkpoint
+from fasttext_horovod.data_pipeline.dictionary import Dictionary
+from fasttext_horovod.data_pipeline.errors import InputError
+from fasttext_horovod.data_pipeline.shards import CorpusSettings, preprocess
+from fasttext_horovod.data_pipeline.vectors import read_vectors
+from fasttext_horovod.model.checkpoint import load_checkpoint
 
 DIM = 5
 # fastText's vocabulary after training with pretrained vectors (one epoch at lr 0: the shortest

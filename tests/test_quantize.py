@@ -16,15 +16,15 @@ from test_bad_input import assert_clean_failure
 
 fasttext = pytest.importorskip("fasttext")
 
-from bench.fasttext_cpp import fasttext_copies, train_and_test  # noqa: E402
-from data_pipeline.dictionary import Dictionary  # noqa: E402
-from data_pipeline.readers import EOS, read_records, tokenize  # noqa: E402
-from distributed.fasttext_interop import load_fasttext_model, to_fasttext  # noqa: E402
-from distributed.inference import encode_texts, load_model_dir, predict  # noqa: E402
-from distributed.quantization import select_embeddings  # noqa: E402
-from model.checkpoint import CheckpointError  # noqa: E402
-from model.fasttext_binary import read_fasttext_bin, write_fasttext_bin  # noqa: E402
-from model.product_quantizer import QuantizedMatrix, l2_norm_rows  # noqa: E402
+from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
+from fasttext_horovod.data_pipeline.dictionary import Dictionary
+from fasttext_horovod.data_pipeline.readers import EOS, read_records, tokenize
+from fasttext_horovod.model.fasttext_interop import load_fasttext_model, to_fasttext
+from fasttext_horovod.model.inference import encode_texts, load_model_dir, predict
+from fasttext_horovod.model.quantization import select_embeddings
+from fasttext_horovod.model.checkpoint import CheckpointError
+from fasttext_horovod.model.fasttext_binary import read_fasttext_bin, write_fasttext_bin
+from fasttext_horovod.model.product_quantizer import QuantizedMatrix, l2_norm_rows
 
 SMOOTHING = 1e-5  # fastText reports exp(log(p + 1e-5)) as the probability
 FULL_SAMPLE = ("--train", AG_NEWS / "train.csv", "--lr", "0.25", "--dim", "10", "--epoch", "5", "--word-ngrams", "2")

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from conftest import REPO
-from model.checkpoint import load_checkpoint
+from fasttext_horovod.model.checkpoint import load_checkpoint
 
 
 def train_command(data_dir, model_dir, cache_dir, *extra):

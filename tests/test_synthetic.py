@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from data_pipeline.datasets import DATASETS
-from data_pipeline.errors import InputError
-from data_pipeline.readers import read_records
-from data_pipeline.synthetic import LENGTHS, SYNTHETIC_MARKER, is_synthetic, write_synthetic_dataset
+from fasttext_horovod.data_pipeline.datasets import DATASETS
+from fasttext_horovod.data_pipeline.errors import InputError
+from fasttext_horovod.data_pipeline.readers import read_records
+from fasttext_horovod.data_pipeline.synthetic import LENGTHS, SYNTHETIC_MARKER, is_synthetic, write_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

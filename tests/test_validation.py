@@ -6,9 +6,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import run_cli
-from data_pipeline.readers import read_records
-from data_pipeline.shards import CorpusSettings, preprocess
-from model.checkpoint import load_checkpoint
+from fasttext_horovod.data_pipeline.readers import read_records
+from fasttext_horovod.data_pipeline.shards import CorpusSettings, preprocess
+from fasttext_horovod.model.checkpoint import load_checkpoint
 
 SETTINGS = ("--dim", "5", "--bucket", "10000", "--word-ngrams", "2", "--lr", "0.25")
 

@@ -10,15 +10,15 @@ from typing import Iterable, List, Optional, Sequence
 import mxnet as mx
 import numpy as np
 
-from data_pipeline.batching import label_matrix, make_batch
-from data_pipeline.dictionary import Dictionary
-from data_pipeline.errors import InputError
-from data_pipeline.normalize import LABEL_PREFIX
-from data_pipeline.ragged import gather_rows
-from data_pipeline.readers import read_records, tokenize
-from model.checkpoint import load_checkpoint
-from model.fasttext import FastTextClassifier
-from model.metrics import ClassificationReport, classification_report
+from fasttext_horovod.data_pipeline.batching import label_matrix, make_batch
+from fasttext_horovod.data_pipeline.dictionary import Dictionary
+from fasttext_horovod.data_pipeline.errors import InputError
+from fasttext_horovod.data_pipeline.normalize import LABEL_PREFIX
+from fasttext_horovod.data_pipeline.ragged import gather_rows
+from fasttext_horovod.data_pipeline.readers import read_records, tokenize
+from fasttext_horovod.model.checkpoint import load_checkpoint
+from fasttext_horovod.model.fasttext import FastTextClassifier
+from fasttext_horovod.model.metrics import ClassificationReport, classification_report
 
 from .tensors import batch_tensors, to_device
 
@@ -138,7 +138,7 @@ def trained_model_from_arrays(arrays, meta: dict, ctx: mx.Context) -> TrainedMod
     """The model a checkpoint's arrays and metadata describe, on `ctx`."""
     dictionary = Dictionary.from_arrays(arrays)
     config = meta["config"]
-    model = build_model(dictionary, config["dim"], config["loss"], config["seed"])
+    model = build_model(dictionary, config["dim"], config["loss"], config.get("seed", 0))
     model.initialize(ctx=ctx)
     model.load_state_arrays(arrays)
     return TrainedModel(model, dictionary, meta)

@@ -6,7 +6,7 @@ zero-copy DLPack view costs a tenth of that, which matters at thousands of steps
 import mxnet as mx
 import numpy as np
 
-from data_pipeline.batching import Batch
+from fasttext_horovod.data_pipeline.batching import Batch
 
 
 def to_device(array: np.ndarray, ctx: mx.Context) -> mx.nd.NDArray:

@@ -18,19 +18,16 @@ adds up for a document, one per kept word and kept n-gram bucket, under a pruned
 dictionary that encodes text into exactly those rows, as fastText's does.
 """
 import os
-from dataclasses import asdict
-
 import mxnet as mx
 import numpy as np
 
-from data_pipeline.dictionary import Dictionary
-from data_pipeline.normalize import LABEL_PREFIX
-from model.checkpoint import CheckpointError, save_checkpoint
-from model.fasttext_binary import FastTextArgs, FastTextModel, read_fasttext_bin
-from model.product_quantizer import dense
+from fasttext_horovod.data_pipeline.dictionary import Dictionary
+from fasttext_horovod.data_pipeline.normalize import LABEL_PREFIX
+from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, save_checkpoint
+from fasttext_horovod.model.fasttext_binary import FastTextArgs, FastTextModel, read_fasttext_bin
+from fasttext_horovod.model.product_quantizer import dense
 
 from .inference import CHECKPOINT_FILE, TEXT_NORMALIZATION, TrainedModel, trained_model_from_arrays
-from .training import Progress, TrainConfig
 
 
 def to_fasttext(trained: TrainedModel) -> FastTextModel:
@@ -62,12 +59,13 @@ def _checkpoint_from_fasttext(path: str, lr: float = 0.1, normalises_input: bool
     rows = dense(source.input_matrix)[:dictionary.num_input_rows]
     arrays = {"input_rows": np.arange(len(rows), dtype=np.int64), "input_values": rows,
               "output_matrix": dense(source.output_matrix), **dictionary.to_arrays()}
-    config = TrainConfig(train="", model_dir="", lr=lr, dim=args.dim, epoch=args.epoch,
-                         word_ngrams=args.word_ngrams, bucket=args.bucket, min_count=args.min_count, loss=args.loss)
+    # The settings a .bin records; the checkpoint's reader takes the defaults for the rest.
+    config = dict(train="", model_dir="", lr=lr, dim=args.dim, epoch=args.epoch, word_ngrams=args.word_ngrams,
+                  bucket=args.bucket, min_count=args.min_count, loss=args.loss)
     names = [label[len(LABEL_PREFIX):].decode("utf-8", "replace") for label in source.labels]
-    meta = {"config": asdict(config), "progress": asdict(Progress()), "finished": True, "label_names": names,
-            "num_classes": None, "world_size": 1, "imported_from": os.path.abspath(path),
-            "text_normalization": TEXT_NORMALIZATION if normalises_input else None, "metrics": {}}
+    meta = checkpoint_meta(config, progress={}, finished=True, label_names=names, num_classes=None, world_size=1,
+                           text_normalization=TEXT_NORMALIZATION if normalises_input else None,
+                           imported_from=os.path.abspath(path))
     return arrays, meta
 
 
