@@ -16,7 +16,8 @@ from fasttext_horovod.model.inference import TrainedModel
 from fasttext_horovod.model.quantization import Quantized, QuantizeSettings, check_quantizable, prune, quantize
 
 from .dashboard import Dashboard
-from .training import TrainConfig, Trainer
+from .settings import TrainConfig
+from .training import Trainer
 from .world import World
 
 RETRAIN_LR = 0.05  # `fasttext quantize -retrain` without -lr: fastText's Args default

@@ -3,15 +3,11 @@
 One loop for every world size: a single process is a world of one whose exchange is the
 identity. Read top to bottom, it is fastText's `trainThread` in mini-batches.
 
-Learning rate for N ranks. fastText's --lr is a step size *per example*: each example's
-gradient is applied with `lr * (1 - progress)`. Here a step applies the *sum* of the
-per-example gradients of its global batch (the exchange sums, never averages) with that
-rate, so --lr means the same for any batch size and any number of ranks; there is no
-`lr * N` rule to apply because nothing is averaged. The global batch is
-N x --batch-size documents, and the batches depend only on it (see `BatchStream`), so N
-ranks with --batch-size B train exactly as one process with --batch-size N*B. Progress,
-which drives the linear decay, counts the fastText tokens of all ranks: every rank learns
-the step's global token count from the exchange and applies the same rate.
+N ranks. The global batch is N x --batch-size documents, and the batches depend only on
+it (see `BatchStream`), so N ranks with --batch-size B train exactly as one process with
+--batch-size N*B. The learning rate needs no scaling with N (summed gradients: see
+model/sgd.py); every rank learns the step's global token count from the exchange and
+applies the same rate.
 """
 import math
 import os
@@ -27,61 +23,27 @@ from mxnet import autograd
 from fasttext_horovod.data_pipeline.batching import Batch, BatchStream
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.readers import detect_format, read_class_names
-from fasttext_horovod.data_pipeline.shards import CorpusSettings
 from fasttext_horovod.data_pipeline.vectors import read_vectors
 from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
+from fasttext_horovod.model.inference import (
+    CHECKPOINT_FILE,
+    TEXT_NORMALIZATION,
+    EncodedDocuments,
+    build_model,
+    encode_labelled_file,
+    evaluate,
+)
 from fasttext_horovod.model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
+from fasttext_horovod.model.tensors import batch_tensors, to_device
 
 from .dashboard import Dashboard
-from .errors import DeadlineReached, NonFiniteLoss
+from .errors import DeadlineReached, NonFiniteLoss, Stopped
 from .exchange import GradientExchange
-from fasttext_horovod.model.inference import (CHECKPOINT_FILE, TEXT_NORMALIZATION, EncodedDocuments, build_model, encode_labelled_file,
-                        evaluate)
 from .progress import ProgressReporter
 from .scaling import ScalingMeter, scaling_scalars, summarize, time_single_worker
+from .settings import TrainConfig
 from .sharding import open_rank_shards, prepare_corpus
-from fasttext_horovod.model.tensors import batch_tensors, to_device
 from .world import World
-
-
-@dataclass
-class TrainConfig:
-    """Run settings; names follow fastText's flags."""
-
-    train: str
-    model_dir: str
-    test: Optional[str] = None
-    valid: Optional[str] = None
-    valid_fraction: float = 0.0       # or this share of --train, drawn with --seed, held out
-    early_stopping: bool = False
-    patience: int = 2                 # epochs without a better validation accuracy before stopping
-    pretrained_vectors: Optional[str] = None
-    logdir: Optional[str] = None
-    lr: float = 0.1
-    dim: int = 100
-    epoch: int = 5
-    word_ngrams: int = 1
-    bucket: int = 2_000_000
-    min_count: int = 1
-    min_count_label: int = 1
-    loss: str = "softmax"
-    batch_size: int = 64
-    seed: int = 0
-    gpu: Optional[int] = None
-    k: int = 1
-    cache_dir: str = ".fasttext_cache"
-    num_shards: int = 8
-    fp16_allreduce: bool = False
-    baseline_rate: Optional[float] = None  # single-worker examples/s for scaling efficiency
-    log_every: int = 50
-    resume: bool = False
-    checkpoint_every_epoch: bool = True  # False: only the final (or best) model, for runs never resumed
-    dataset: Optional[str] = None
-
-    def corpus_settings(self) -> CorpusSettings:
-        return CorpusSettings(self.min_count, self.min_count_label, self.bucket, self.word_ngrams, self.num_shards,
-                              self.valid_fraction, self.seed if self.valid_fraction else 0)
-
 
 BEST_CHECKPOINT_FILE = "best.npz"
 
@@ -213,7 +175,7 @@ class Trainer:
     def _restore(self):
         """Rank 0 loads the checkpoint; the others receive it by broadcast."""
         arrays, meta = load_checkpoint(self.checkpoint_path)
-        saved = {**asdict(TrainConfig(train="", model_dir="")), **meta["config"]}  # settings it lacks: defaults
+        saved = {**TrainConfig.defaults(), **meta["config"]}  # settings it lacks: their defaults
         changed = [k for k in _RESUME_KEYS if saved[k] != getattr(self.config, k)]
         if changed:
             raise CheckpointError(f"{self.checkpoint_path}: cannot resume, settings differ: "
@@ -226,8 +188,9 @@ class Trainer:
         saved_validation = {**asdict(Validation()), **(meta.get("validation") or {})}  # none when imported
         self.validation = Validation(self.validation.patience, saved_validation["best_accuracy"],
                                      saved_validation["best_epoch"])
-        self.progress.batch = resume_batch(self.progress.batch, saved["batch_size"] * meta["world_size"],
-                                           self.global_batch_size)
+        if self.progress.batch:  # mid-epoch (an imported checkpoint has no batch size, and no position)
+            self.progress.batch = resume_batch(self.progress.batch, saved["batch_size"] * meta["world_size"],
+                                               self.global_batch_size)
 
     def _load_weights(self, arrays: dict):
         self.model.load_state_arrays(arrays)
@@ -317,10 +280,10 @@ class Trainer:
         Past `deadline` (a `time.monotonic()` value: an autotune trial's budget) every rank
         stops at the same step with `DeadlineReached`, leaving no checkpoint of its own.
         """
-        config, progress, world = self.config, self.progress, self.world
+        config, progress = self.config, self.progress
         self.dashboard.settings(asdict(config))
         self.single_worker_rate = self._measure_single_worker_rate()
-        reporter = ProgressReporter(config.epoch * self.stream.num_docs, "examples", enabled=world.is_root)
+        reporter = ProgressReporter(config.epoch * self.stream.num_docs, "examples")
         done_before = progress.epoch * self.stream.num_docs + progress.batch * self.stream.global_batch_size
         meter = ScalingMeter()
         train_start = time.perf_counter()
@@ -375,8 +338,7 @@ class Trainer:
             raise DeadlineReached(f"the time budget ran out at {where}")
         self._save(finished=False)
         self.world.barrier()  # no rank exits (and has the launcher stop the job) before the save
-        raise KeyboardInterrupt(f"stopped by a signal at {where}; checkpoint saved, continue with --resume"
-                                if self.world.is_root else "")
+        raise Stopped(f"stopped by a signal at {where}; checkpoint saved, continue with --resume")
 
     def _end_epoch(self):
         """Evaluate, checkpoint, and decide on early stopping.
@@ -416,17 +378,19 @@ class Trainer:
         if meter.window_empty:
             return
         window = self._gather(meter.close_window())
-        if not math.isfinite(window["loss"]):
-            raise NonFiniteLoss(f"loss became {window['loss']} at epoch {self.progress.epoch + 1}, "
-                                f"step {self.progress.step}: lower --lr (now {self.config.lr}) or --batch-size "
-                                f"(now {self.config.batch_size} per rank): a step applies the summed gradients of "
-                                f"the global batch, so lr x global batch ({self.config.lr * self.global_batch_size:g}) "
-                                f"sets how far it moves")
+        self._check_finite(window["loss"])
         self.dashboard.scalars(self.progress.step, {
             "train/loss": window["loss"], "train/learning_rate": lr,
             "train/examples_per_second": window["examples_per_second"],
             "train/tokens_per_second": window["tokens_per_second"], **scaling_scalars(window, "scaling")})
         reporter.update(window["examples"], done_before, loss=window["loss"], lr=lr)
+
+    def _check_finite(self, loss: float):
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"loss became {loss} at epoch {self.progress.epoch + 1}, step {self.progress.step}: "
+                                f"lower --lr (now {self.config.lr}) or --batch-size (now {self.config.batch_size} "
+                                f"per rank): lr x global batch ({self.config.lr * self.global_batch_size:g}) sets "
+                                f"how far a step moves (see model/sgd.py)")
 
     def _run_metrics(self, run: dict, seconds: float) -> dict:
         """The metrics JSON's training part: throughput over the training steps and how it scaled."""

@@ -17,8 +17,7 @@ import numpy as np
 from mxnet import gluon
 
 from .hierarchical_softmax import HuffmanTree, hs_loss, hs_top_k
-
-LOSSES = ("softmax", "hs", "ova")
+from .losses import LOSSES
 
 
 class SeededUniform(mx.init.Initializer):

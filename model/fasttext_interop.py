@@ -18,6 +18,7 @@ adds up for a document, one per kept word and kept n-gram bucket, under a pruned
 dictionary that encodes text into exactly those rows, as fastText's does.
 """
 import os
+
 import mxnet as mx
 import numpy as np
 

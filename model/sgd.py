@@ -1,8 +1,15 @@
 """fastText's optimiser: plain SGD, linearly decaying learning rate, lazy sparse rows.
 
-fastText applies each example's gradient at once with `lr * (1 - progress)`; we apply the
-*sum* of a batch's per-example gradients with the same rate, so the per-example step
-size matches fastText's whatever the batch (and, under Horovod, the number of ranks).
+Summed gradients, the rule this project's learning rate follows (everything else that
+mentions it points here). fastText's --lr is a step size *per example*: each example's
+gradient is applied at once with `lr * (1 - progress)`. A step here applies the *sum* of
+the per-example gradients of its global batch (the gradient exchange sums over ranks,
+never averages) with that rate, so --lr means the same for any batch size and any number
+of ranks, and there is no `lr * N` rule to apply. Progress, which drives the linear
+decay, counts the fastText tokens of all ranks. The price: a step moves the weights by
+lr x global batch example-steps at once, and past about 16 (`step_size.py`) training
+diverges, so the default batch shrinks as lr grows.
+
 SGD without momentum has no state besides progress, which the checkpoint records.
 """
 import mxnet as mx

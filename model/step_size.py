@@ -1,9 +1,9 @@
 """How many documents a step may sum at a given learning rate; no MXNet, so entry points
 can decide it before MXNet loads."""
 
-# A step applies the *sum* of its global batch's per-example gradients at fastText's
-# per-example rate, so lr x global batch sets how far it moves. On AG News softmax training
-# diverges above this (lr .5 at 64 documents does, at 32 it does not; lr 1 at 32 does).
+# lr x global batch sets how far a step moves (summed gradients: see model/sgd.py). On AG
+# News softmax training diverges above this (lr .5 at 64 documents does, at 32 it does
+# not; lr 1 at 32 does).
 STABLE_LR_TIMES_BATCH = 16.0
 
 

@@ -12,13 +12,20 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import AG_NEWS, REPO, run_cli
+from horovod_jobs import WEIGHTS, assert_same_weights, checkpoint_arrays, run, train_command
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import AG_NEWS, REPO, run_cli
-from fasttext_horovod.distributed.autotune import SEARCH_SPACE, AutotuneStrategy, Settings, gauss_sigma, perturb, trial_score
-from horovod_jobs import WEIGHTS, assert_same_weights, checkpoint_arrays, run, train_command
-from fasttext_horovod.model.fasttext import LOSSES
+from fasttext_horovod.distributed.autotune import (
+    SEARCH_SPACE,
+    AutotuneStrategy,
+    Settings,
+    gauss_sigma,
+    perturb,
+    trial_score,
+)
+from fasttext_horovod.model.losses import LOSSES
 
 DEFAULTS = Settings(lr=0.1, dim=100, epoch=5, word_ngrams=1, bucket=2_000_000, loss="softmax")
 DURATION = 300.0

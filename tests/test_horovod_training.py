@@ -9,10 +9,9 @@ import json
 import re
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import AG_NEWS, write_sample
 from horovod_jobs import CONTROLLERS, TRAIN_SETTINGS, assert_same_weights, run, train_command
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 OUTPUT_TAG = re.compile(r"\[\d+(,\d+)?\]<(stdout|stderr)>:")  # what the launchers prefix to each piece of output
 

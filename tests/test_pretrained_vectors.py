@@ -5,10 +5,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from fasttext_horovod.bench.fasttext_cpp import write_fasttext_format
 from conftest import AG_NEWS, TINY_SETTINGS, run_cli
 from horovod_jobs import assert_same_weights, run, train_command
+
+from fasttext_horovod.bench.fasttext_cpp import write_fasttext_format
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.shards import CorpusSettings, preprocess

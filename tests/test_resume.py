@@ -5,8 +5,8 @@ import sys
 import time
 
 import numpy as np
-
 from conftest import REPO
+
 from fasttext_horovod.model.checkpoint import load_checkpoint
 
 

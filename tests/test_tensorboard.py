@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli, write_sample
 
 BASE_LR = 0.5

@@ -1,0 +1,45 @@
+"""Messages for people, from rank 0 only: the one logging set-up of every entry point.
+
+`log` (stderr) carries progress and notes; `results` (stdout) carries what a command
+outputs (a JSON line, a report table), so a pipe receives the results alone. Under a
+launcher every rank runs the same code: the filter lets rank 0 speak and the other ranks
+only report errors, so no code path needs its own "am I rank 0" test before printing.
+Writing files is another matter: only rank 0 writes them, and the code says so where it
+writes.
+"""
+import logging
+import sys
+from typing import Optional
+
+from .launcher import launched_rank
+
+log = logging.getLogger("fasttext_horovod")
+results = logging.getLogger("fasttext_horovod.results")
+
+_rank = 0
+
+
+class RankZeroFilter(logging.Filter):
+    """Passes every record on rank 0 and only errors elsewhere."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _rank == 0 or record.levelno >= logging.ERROR
+
+
+def init_logging(rank: Optional[int] = None) -> None:
+    """Plain messages to stderr (`log`) and stdout (`results`); `rank` defaults to the launcher's."""
+    global _rank
+    _rank = (launched_rank() or 0) if rank is None else rank
+    for logger, stream in ((log, sys.stderr), (results, sys.stdout)):
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(RankZeroFilter())
+        logger.handlers = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def speaks() -> bool:
+    """Whether this process's messages are shown: what a live progress bar, which redraws
+    its line on the terminal instead of logging lines, asks before drawing."""
+    return _rank == 0
