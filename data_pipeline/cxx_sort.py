@@ -62,18 +62,9 @@ def _introsort_loop(v, n, mask):
             vb = v[b]
             vc = v[c]
             if (va | mask) < vb:
-                if (vb | mask) < vc:
-                    m = b
-                elif (va | mask) < vc:
-                    m = c
-                else:
-                    m = a
-            elif (va | mask) < vc:
-                m = a
-            elif (vb | mask) < vc:
-                m = c
+                m = b if (vb | mask) < vc else (c if (va | mask) < vc else a)
             else:
-                m = b
+                m = a if (va | mask) < vc else (c if (vb | mask) < vc else b)
             pivot = v[m]
             v[m] = v[first]
             v[first] = pivot
@@ -136,22 +127,14 @@ def _final_insertion_sort(v, n, mask):
     Shifting the run ``v[j + 1:i]`` up by one with a slice gives the same list
     as libstdc++'s element-by-element moves.
     """
-    for i in range(1, min(n, _S_THRESHOLD)):
+    for i in range(1, n):
         value = v[i]
         above = value | mask
-        if above < v[0]:  # comp(i, first): move_backward(first, i, i + 1)
+        if i < _S_THRESHOLD and above < v[0]:  # guarded: comp(i, first): move_backward(first, i, i + 1)
             v[1:i + 1] = v[0:i]
             v[0] = value
             continue
-        j = i - 1
-        while above < v[j]:
-            j -= 1
-        if j < i - 1:
-            v[j + 2:i + 1] = v[j + 1:i]
-            v[j + 1] = value
-    for i in range(_S_THRESHOLD, n):
-        value = v[i]
-        above = value | mask
+        # __unguarded_linear_insert: v[0] is no greater than `value`, so the scan stops in bounds.
         j = i - 1
         while above < v[j]:
             j -= 1
