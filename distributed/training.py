@@ -32,7 +32,7 @@ from fasttext_horovod.data_pipeline.vectors import read_vectors
 from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
 from fasttext_horovod.model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
 
-from .dashboard import Dashboard
+from .dashboard import Dashboard, training_hparams
 from .errors import DeadlineReached, NonFiniteLoss
 from .exchange import GradientExchange
 from fasttext_horovod.model.inference import (CHECKPOINT_FILE, TEXT_NORMALIZATION, EncodedDocuments, build_model, encode_labelled_file,
@@ -318,21 +318,22 @@ class Trainer:
         stops at the same step with `DeadlineReached`, leaving no checkpoint of its own.
         """
         config, progress, world = self.config, self.progress, self.world
-        self.dashboard.settings(asdict(config))
         self.single_worker_rate = self._measure_single_worker_rate()
+        self.dashboard.training_started(asdict(config), world.size, self.global_batch_size, self.single_worker_rate,
+                                        progress.step)
         reporter = ProgressReporter(config.epoch * self.stream.num_docs, "examples", enabled=world.is_root)
         done_before = progress.epoch * self.stream.num_docs + progress.batch * self.stream.global_batch_size
         meter = ScalingMeter()
         train_start = time.perf_counter()
         try:
             kept_metrics = self._run_epochs(deadline, reporter, meter, done_before)
-            if "accuracy" in kept_metrics:
-                self.dashboard.hparams(asdict(config), {"accuracy": kept_metrics["accuracy"]})
+            metrics = self._run_metrics(self._gather(meter.close_run()), time.perf_counter() - train_start)
+            self.dashboard.training_finished(training_hparams(config, world.size, self.global_batch_size), metrics,
+                                             progress.step)
         finally:
             reporter.close()
             self.dashboard.close()  # events of a run ended by a deadline or an error are flushed too
         self._keep_best()
-        metrics = self._run_metrics(self._gather(meter.close_run()), time.perf_counter() - train_start)
         metrics.update(kept_metrics)
         return metrics
 
@@ -360,7 +361,7 @@ class Trainer:
                 self._log(meter, lr, reporter, done_before)
                 progress.epoch += 1
                 progress.batch = 0
-                self.dashboard.scalars(progress.epoch, scaling_scalars(self._gather(meter.close_epoch()),
+                self.dashboard.scalars(progress.step, scaling_scalars(self._gather(meter.close_epoch()),
                                                                        "scaling_per_epoch"))
                 epoch_metrics, stop_early = self._end_epoch()
                 kept_metrics = epoch_metrics or kept_metrics
