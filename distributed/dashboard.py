@@ -148,7 +148,7 @@ class Dashboard:
         world = {"world_size": world_size, "global_batch_size": global_batch_size}
         if single_worker_rate:
             world["single_worker_examples_per_second"] = single_worker_rate
-        self.settings({**settings, **world})
+        self.settings({**world, **settings})
         self.layout(training_layout(world_size, efficiency=bool(single_worker_rate)))
         self.scalars(step, {f"summary/{key}": value for key, value in world.items()})
 

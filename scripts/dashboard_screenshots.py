@@ -39,6 +39,8 @@ DASHBOARDS = (
     ("hparams", "hparams", (2500, 330)),
     ("text", "text", (1400, 900)),
 )
+# Time Series draws with SVG (headless Chromium has no WebGL without a GPU), unsmoothed.
+TIME_SERIES_QUERY = "forceSVG=true&smoothing=0"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--virtual-time-budget=20000")
@@ -46,16 +48,19 @@ LOAD_TIMEOUT_S = 120
 
 
 def train(logdir: Path, scratch: Path):
-    """`np1` and `np2` runs under `logdir`: the same data, settings and global batch."""
-    bin_dir = Path(sys.executable).parent
+    """`np1` and `np2` runs under `logdir`: the same data, settings and global batch; np2's
+    efficiency is measured against np1's rate (--baseline-rate), as bench/scaling.py does."""
     flags = [str(flag) for flag in TRAIN_FLAGS] + ["--cache-dir", str(scratch / "cache")]
     script = str(REPO / "launch" / "train.py")
-    runs = {"np1": [sys.executable, script, "--batch-size", str(GLOBAL_BATCH)],
-            "np2": [str(bin_dir / "horovodrun"), "-np", "2", sys.executable, script,
-                    "--batch-size", str(GLOBAL_BATCH // 2)]}
+    np1_metrics = scratch / "np1.json"
+    runs = {"np1": lambda: [sys.executable, script, "--batch-size", str(GLOBAL_BATCH), "--metrics-out",
+                            str(np1_metrics)],
+            "np2": lambda: [str(Path(sys.executable).parent / "horovodrun"), "-np", "2", sys.executable, script,
+                            "--batch-size", str(GLOBAL_BATCH // 2), "--baseline-rate",
+                            str(json.loads(np1_metrics.read_text())["examples_per_second"])]}
     for name, command in runs.items():
         print(f"training {name}", file=sys.stderr)
-        subprocess.run(command + flags + ["--model-dir", str(scratch / name), "--logdir", str(logdir / name)],
+        subprocess.run(command() + flags + ["--model-dir", str(scratch / name), "--logdir", str(logdir / name)],
                        cwd=REPO, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
@@ -124,8 +129,7 @@ def main():
             try:
                 for name, fragment, size in DASHBOARDS:
                     path = args.out / f"{name}.png"
-                    # forceSvg: Time Series draws with SVG, as the software-only headless browser cannot use WebGL.
-                    screenshot(args.chromium, f"{base}/?forceSvg=true#{fragment}", size, path, scratch)
+                    screenshot(args.chromium, f"{base}/?{TIME_SERIES_QUERY}#{fragment}", size, path, scratch)
                     print(f"{path} ({path.stat().st_size // 1024} KB)")
                 save_confusion_matrix(base, args.out / "confusion_matrix.png")
             finally:
