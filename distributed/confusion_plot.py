@@ -25,7 +25,7 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str) -> np
     """A (H, W, 3) uint8 RGB image of `matrix` (rows gold, columns predicted, counts).
 
     The side grows with the number of classes so that every cell keeps room for its count;
-    drawing 44 classes' counts takes about a second.
+    drawing takes 0.3 s for 4 classes, 3.3 s for 44 (a shared 2-core VM).
     """
     n = len(names)
     side = max(MIN_SIDE_PX, CELL_PX * n + 240) / DPI
