@@ -14,10 +14,11 @@ import numpy as np
 
 HParamValue = Union[bool, int, float, str]
 
+# A finished run's totals (keys of `Trainer._run_metrics`) written as `summary/` scalars, by display name.
+RUN_TOTALS = {"train_seconds": "train seconds", "examples_per_second": "examples/s", "efficiency": "efficiency"}
 # What the HParams table compares runs by: the last values of these scalar tags, by display name.
 TRAINING_METRICS = {"test/accuracy": "test accuracy", "valid/accuracy": "validation accuracy",
-                    "summary/train_seconds": "train seconds", "summary/examples_per_second": "examples/s",
-                    "summary/efficiency": "efficiency"}
+                    **{f"summary/{key}": name for key, name in RUN_TOTALS.items()}}
 
 
 def training_hparams(config, world_size: int, global_batch_size: int) -> Dict[str, HParamValue]:
@@ -91,8 +92,11 @@ def _hparams_summaries(values: Dict[str, HParamValue], metrics: Dict[str, str]):
                 "_hparams_/session_start_info": HParamsPluginData(session_start_info=start),
                 "_hparams_/session_end_info": HParamsPluginData(
                     session_end_info=SessionEndInfo(status=Status.Value("STATUS_SUCCESS")))}
-    return [Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
-        plugin_name="hparams", content=content.SerializeToString())))]) for tag, content in contents.items()]
+    summaries = []
+    for tag, content in contents.items():
+        plugin_data = SummaryMetadata.PluginData(plugin_name="hparams", content=content.SerializeToString())
+        summaries.append(Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin_data))]))
+    return summaries
 
 
 def confusion_markdown(matrix: np.ndarray, names: Sequence[str]) -> str:
@@ -153,9 +157,9 @@ class Dashboard:
         self.scalars(step, {f"summary/{key}": value for key, value in world.items()})
 
     def training_finished(self, hparams: Dict[str, HParamValue], run_metrics: dict, step: int):
-        """The finished run's totals (`Trainer._run_metrics`) as `summary/` scalars, and its HParams entry."""
-        self.scalars(step, {f"summary/{key}": run_metrics[key] for key in (
-            "train_seconds", "examples_per_second", "efficiency") if key in run_metrics})
+        """The finished run's totals (RUN_TOTALS of `Trainer._run_metrics`) as `summary/` scalars, and its
+        HParams entry."""
+        self.scalars(step, {f"summary/{key}": run_metrics[key] for key in RUN_TOTALS if key in run_metrics})
         self.hparams(hparams, TRAINING_METRICS)
 
     def flush(self):
