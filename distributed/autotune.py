@@ -368,7 +368,7 @@ class Autotune:
 
     def _log(self, trial: Trial, elapsed: float):
         """One line per trial (fastText prints progress, trials and best score), and TensorBoard:
-        the trial's settings against its scores (HParams), the score and best score by trial."""
+        the score and best score by trial (each trial's own run holds its HParams entry)."""
         outcome = f"{self.metric} {trial.score:.4f}" if trial.score is not None else trial.status
         best = f"best {self.metric} {self.best.score:.4f} (trial {self.best.number})" if self.best else "no best yet"
         log.info(f"autotune {min(elapsed / self.duration, 1.0):6.1%} trial {trial.number} [{trial.settings}]: "
@@ -378,9 +378,6 @@ class Autotune:
         self.dashboard.scalars(trial.number, {f"autotune/{self.metric}": trial.score,
                                               f"autotune/best_{self.metric}": self.best.score})
         self.dashboard.flush()
-        hparams = Dashboard(self._logdir(f"trial-{trial.number:03d}"), True)
-        hparams.hparams(asdict(trial.settings), {key: trial.valid[key] for key in ("f1", "accuracy", "loss")})
-        hparams.close()
 
     def _finish(self, elapsed: float) -> dict:
         """Test the best model (if --test), move its checkpoint into place, then write autotune.json."""

@@ -36,7 +36,7 @@ from fasttext_horovod.model.inference import (
 from fasttext_horovod.model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
 from fasttext_horovod.model.tensors import batch_tensors, to_device
 
-from .dashboard import Dashboard
+from .dashboard import Dashboard, training_hparams
 from .errors import DeadlineReached, NonFiniteLoss, Stopped
 from .exchange import GradientExchange
 from .progress import ProgressReporter
@@ -281,21 +281,22 @@ class Trainer:
         stops at the same step with `DeadlineReached`, leaving no checkpoint of its own.
         """
         config, progress = self.config, self.progress
-        self.dashboard.settings(asdict(config))
         self.single_worker_rate = self._measure_single_worker_rate()
+        self.dashboard.training_started(asdict(config), self.world.size, self.global_batch_size,
+                                        self.single_worker_rate, progress.step)
         reporter = ProgressReporter(config.epoch * self.stream.num_docs, "examples")
         done_before = progress.epoch * self.stream.num_docs + progress.batch * self.stream.global_batch_size
         meter = ScalingMeter()
         train_start = time.perf_counter()
         try:
             kept_metrics = self._run_epochs(deadline, reporter, meter, done_before)
-            if "accuracy" in kept_metrics:
-                self.dashboard.hparams(asdict(config), {"accuracy": kept_metrics["accuracy"]})
+            metrics = self._run_metrics(self._gather(meter.close_run()), time.perf_counter() - train_start)
+            self.dashboard.training_finished(training_hparams(config, self.world.size, self.global_batch_size), metrics,
+                                             progress.step)
         finally:
             reporter.close()
             self.dashboard.close()  # events of a run ended by a deadline or an error are flushed too
         self._keep_best()
-        metrics = self._run_metrics(self._gather(meter.close_run()), time.perf_counter() - train_start)
         metrics.update(kept_metrics)
         return metrics
 
@@ -323,7 +324,7 @@ class Trainer:
                 self._log(meter, lr, reporter, done_before)
                 progress.epoch += 1
                 progress.batch = 0
-                self.dashboard.scalars(progress.epoch, scaling_scalars(self._gather(meter.close_epoch()),
+                self.dashboard.scalars(progress.step, scaling_scalars(self._gather(meter.close_epoch()),
                                                                        "scaling_per_epoch"))
                 epoch_metrics, stop_early = self._end_epoch()
                 kept_metrics = epoch_metrics or kept_metrics

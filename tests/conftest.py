@@ -3,7 +3,6 @@
 The end-to-end tests run the real entry points (`launch/*.py`) as subprocesses, as a
 user would, on real AG News rows.
 """
-import os
 import shutil
 import subprocess
 import sys

@@ -219,14 +219,15 @@ def test_model_dir_holds_the_model_and_the_search_only(tuned):
 
 
 def test_tensorboard_has_every_finished_trial_as_hparams_and_the_best_score_by_trial(tuned):
+    """Each trial's run is its own HParams session: the searched settings and its validation accuracy."""
     for trial in finished(tuned["summary"]):
-        events = EventAccumulator(str(tuned["logdir"] / f"trial-{trial['trial']:03d}" / "hparams"))
+        events = EventAccumulator(str(tuned["logdir"] / f"trial-{trial['trial']:03d}"))
         events.Reload()
         start = plugin_data_pb2.HParamsPluginData.FromString(
             events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
         logged = {name: value.string_value or value.number_value for name, value in start.hparams.items()}
-        assert logged == trial["settings"]
-        assert events.Scalars("hparam/f1")[0].value == pytest.approx(trial["score"], abs=1e-6)
+        assert {name: logged[name] for name in trial["settings"]} == trial["settings"]
+        assert events.Scalars("valid/accuracy")[-1].value == pytest.approx(trial["valid"]["accuracy"], abs=1e-6)
     events = EventAccumulator(str(tuned["logdir"] / "autotune"))
     events.Reload()
     best = [event.value for event in events.Scalars("autotune/best_f1")]

@@ -12,6 +12,7 @@ import pytest
 from conftest import AG_NEWS, write_sample
 from horovod_jobs import CONTROLLERS, TRAIN_SETTINGS, assert_same_weights, run, train_command
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 
 OUTPUT_TAG = re.compile(r"\[\d+(,\d+)?\]<(stdout|stderr)>:")  # what the launchers prefix to each piece of output
 
@@ -72,7 +73,7 @@ def test_only_rank_0_prints(runs, controller):
 
 def test_only_rank_0_writes_tensorboard_events(runs):
     events = sorted(p.name for p in runs["logdir"].rglob("events.out.tfevents.*"))
-    assert len(events) == 2, events  # the run's scalars, and its hparams entry
+    assert len(events) == 1, events  # one run, its HParams entry included
 
 
 def test_scaling_dashboard_shows_rates_split_traffic_and_efficiency(runs):
@@ -95,6 +96,25 @@ def test_scaling_dashboard_shows_rates_split_traffic_and_efficiency(runs):
     assert all(0 < s < 0.05 * d for s, d in zip(sparse, dense)), (sparse, dense)
     run_metrics = metrics(runs["ranks"]["gloo"])
     assert run_metrics["single_worker_examples_per_second"] > 0 and 0 < run_metrics["efficiency"] < 2
+    assert {e.value for e in events.Scalars("scaling/ideal_efficiency")} == {1.0}
+
+
+def test_world_is_on_the_dashboard_and_the_layout_has_the_scaling_charts(runs):
+    """Ranks, global batch and the single-worker rate as scalars; the Custom Scalars layout's
+    Scaling section answers efficiency, time split and traffic."""
+    events = EventAccumulator(str(runs["logdir"]), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    run_metrics = metrics(runs["ranks"]["gloo"])
+    assert [e.value for e in events.Scalars("summary/world_size")] == [2]
+    assert [e.value for e in events.Scalars("summary/global_batch_size")] == [64]
+    (rate,) = events.Scalars("summary/single_worker_examples_per_second")
+    assert rate.value == pytest.approx(run_metrics["single_worker_examples_per_second"], rel=1e-6)
+    (config,) = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+    assert [category.title for category in layout.category] == ["Training", "Quality", "Throughput", "Scaling"]
+    assert [chart.title for chart in layout.category[3].chart] == [
+        "efficiency against the ideal (1.0)", "seconds per step: compute vs communicate",
+        "bytes per step: sparse exchange vs dense all-reduce"]
 
 
 def test_ranks_with_empty_shares_of_a_step_still_match_one_process(tmp_path):
