@@ -69,8 +69,9 @@ def run_workers(count: int, sock: socket.socket, serve_one: ServeOne) -> int:
             break
     sock.close()  # the workers hold it
     failure = 0
-    while any(worker.is_alive() for worker in workers):
-        multiprocessing.connection.wait([worker.sentinel for worker in workers if worker.is_alive()])
+    while alive := [worker for worker in workers if worker.is_alive()]:
+        # A timeout, as a signal may come between the check and the wait.
+        multiprocessing.connection.wait([worker.sentinel for worker in alive], timeout=1.0)
         if not stopping and any(not worker.is_alive() for worker in workers):
             failure = next(worker.exitcode for worker in workers if not worker.is_alive()) or 1
             stop()
