@@ -30,7 +30,7 @@ def parse_args():
     parser.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
     parser.add_argument("--thread", type=int, default=1, help="MXNet CPU threads per worker")
     parser.add_argument("--max-batch", type=int, default=1024, help="documents per forward pass, at most")
-    parser.add_argument("--max-wait-ms", type=float, default=2.0,
+    parser.add_argument("--max-wait-ms", type=float, default=1.0,
                         help="how long a request waits for others to share its forward pass")
     parser.add_argument("--max-request-bytes", type=int, default=5 * 1024 * 1024,
                         help="larger request bodies are refused (413); SageMaker's own limit is 5 MB")

@@ -2,15 +2,20 @@
 
 A request's documents join a queue; the first request in an empty queue waits at most
 `max_wait` seconds for others, a batch closes early once it holds `max_batch` documents,
-and while one batch is scored the next one fills. So at low load a request pays at most
-`max_wait`, and under load each pass scores many documents for the per-pass overhead of one.
+and requests that arrive while a batch is scored wait in the socket and join the next one.
+So at low load a request pays at most `max_wait`, and under load each pass scores many
+documents for the per-pass overhead of one.
+
+Scoring runs in the event loop's own thread: MXNet's NaiveEngine runs each operator in the
+calling thread, and handing the pass to a thread of its own cost more than it saved (the
+GIL is held through most of it): about half the throughput for serial 32-document requests
+on our 2 shared cores.
 
 Documents are scored by `inference.predict`, as `predict.py` scores them: a document's
 probabilities do not depend on the batch it shares (each row of the bag product and of the
 output product is its own sum), so the server answers exactly what `predict.py` prints.
 """
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
@@ -38,17 +43,14 @@ def _widest(ks: Sequence[int]) -> int:
 class MicroBatcher:
     """Top-k labels of raw documents, joining concurrent callers into one forward pass.
 
-    Create it inside the event loop that calls `predict`; scoring runs on one thread of
-    its own, so the loop keeps reading and answering requests meanwhile.
+    Create it inside the event loop that calls `predict`.
     """
 
-    def __init__(self, trained: TrainedModel, ctx: mx.Context, max_batch: int = 1024, max_wait: float = 0.002):
+    def __init__(self, trained: TrainedModel, ctx: mx.Context, max_batch: int = 1024, max_wait: float = 0.001):
         self.trained, self.ctx = trained, ctx
         self.max_batch, self.max_wait = max_batch, max_wait
         self.label_names = [label.decode("utf-8") for label in trained.dictionary.labels]
         self._queue: asyncio.Queue = asyncio.Queue()
-        # One scoring thread: MXNet's NaiveEngine runs operators in the calling thread.
-        self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self._loop_task = asyncio.get_running_loop().create_task(self._serve_batches())
 
     @property
@@ -69,10 +71,9 @@ class MicroBatcher:
         return await answer
 
     async def close(self) -> None:
-        """Stop batching (call once no request is in flight) and release the scoring thread."""
+        """Stop batching (call once no request is in flight)."""
         self._loop_task.cancel()
         await asyncio.gather(self._loop_task, return_exceptions=True)
-        self._scorer.shutdown()
 
     async def _next_batch(self) -> List[_Request]:
         """Requests that arrived together: up to `max_batch` documents or `max_wait` seconds."""
@@ -95,11 +96,10 @@ class MicroBatcher:
         return batch
 
     async def _serve_batches(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
             try:
-                ranked = await loop.run_in_executor(self._scorer, self._score, batch)
+                ranked = self._score(batch)
             except Exception as err:  # a failed pass fails its requests, never the server
                 for request in batch:
                     if not request.answer.done():
