@@ -41,6 +41,7 @@ def hash_token(token: bytes) -> int:
 
 
 _VECTOR_HASH_MAX_LENGTH = 64  # longer tokens (rare) are hashed one by one, not padding every step
+_VECTOR_HASH_MIN_TOKENS = 256  # fewer are hashed one by one: each byte position costs ~10 numpy calls
 
 
 def hash_tokens(tokens: Sequence[bytes]) -> np.ndarray:
@@ -49,6 +50,8 @@ def hash_tokens(tokens: Sequence[bytes]) -> np.ndarray:
     Tokens are sorted longest first, so the tokens still being hashed at position j are a
     prefix. uint32 arithmetic wraps mod 2^32, as fastText's does.
     """
+    if len(tokens) < _VECTOR_HASH_MIN_TOKENS:
+        return np.fromiter(map(hash_token, tokens), dtype=np.int32, count=len(tokens))
     lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
     hashes = np.empty(len(tokens), dtype=np.int32)
     long = np.flatnonzero(lengths > _VECTOR_HASH_MAX_LENGTH)
