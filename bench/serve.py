@@ -7,8 +7,8 @@ For 1, 16 and 64 concurrent clients (each on its own keep-alive connection) send
 AG test documents per request (JSON, k=1), each run sends for --seconds seconds or
 --max-requests requests, whichever ends first, after a --warmup not counted, then stops:
 requests/s, documents/s, p50/p99 latency; medians of --repeats runs. The clients are one
-asyncio process on the same machine as the server, so they take CPU from it: these are the
-numbers of the whole machine. fastText: the same model exported to `.bin` (launch/export.py),
+asyncio process (a minimal keep-alive HTTP/1.1 client) on the same machine as the server, so
+they take some of its CPU: these are the numbers of the whole machine. fastText: the same model exported to `.bin` (launch/export.py),
 `predict` in a fresh process, one call per 1 or 32 documents, on the same documents already
 normalised (the server normalises them itself, fastText cannot). Writes
 bench/results/serve.json and .png.
@@ -42,16 +42,16 @@ model = fasttext.load_model(sys.argv[1])
 docs = open(sys.argv[2], encoding="utf-8").read().split("\n")
 per_call, seconds = int(sys.argv[3]), float(sys.argv[4])
 calls = [docs[i:i + per_call] for i in range(0, len(docs) - per_call + 1, per_call)]
-latencies, done, start = [], 0, time.perf_counter()
+latencies, done, start, cpu = [], 0, time.perf_counter(), time.process_time()
 while time.perf_counter() - start < seconds:
     for call in calls:
         t = time.perf_counter()
         model.predict(call if per_call > 1 else call[0], k=1)
         latencies.append(time.perf_counter() - t)
     done += len(calls) * per_call
-elapsed = time.perf_counter() - start
+elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
 latencies.sort()
-print(json.dumps({"docs_per_second": done / elapsed, "calls_per_second": len(latencies) / elapsed,
+print(json.dumps({"docs_per_second": done / elapsed, "cpu_us_per_doc": 1e6 * cpu / done, "calls_per_second": len(latencies) / elapsed,
                   "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)]}))
 """
 
@@ -70,7 +70,7 @@ def ag_documents():
 
 
 def start_server(model_dir: str, workers: int, log_path: str):
-    """serve.py on a free port; (process, url) once it answers /ping."""
+    """serve.py on a free port; (process, port) once it answers /ping."""
     log = open(log_path, "wb")
     process = subprocess.Popen([sys.executable, os.path.join(REPO, "launch", "serve.py"), "--model-dir", model_dir,
                                 "--port", "0", "--workers", str(workers)], stdout=log, stderr=log)
@@ -78,9 +78,8 @@ def start_server(model_dir: str, workers: int, log_path: str):
     while time.monotonic() < deadline and process.poll() is None:
         found = re.search(r"http://127\.0\.0\.1:(\d+)", open(log_path).read())
         if found:
-            url = f"http://127.0.0.1:{found.group(1)}"
-            if asyncio.run(_answers_ping(url)):
-                return process, url
+            if asyncio.run(_answers_ping(f"http://127.0.0.1:{found.group(1)}")):
+                return process, int(found.group(1))
         time.sleep(0.2)
     process.kill()
     sys.exit(f"error: serve.py did not start: {open(log_path).read().strip()}")
@@ -95,37 +94,73 @@ async def _answers_ping(url: str) -> bool:
         return False
 
 
-async def load(url: str, documents, clients: int, per_request: int, seconds: float, max_requests: int,
-               warmup: float) -> dict:
-    """`clients` closed-loop clients, each sending its next request as soon as it has an answer."""
-    bodies = [json.dumps({"instances": documents[i:i + per_request], "configuration": {"k": 1}}).encode()
-              for i in range(0, len(documents) - per_request + 1, per_request)]
+async def _exchange(reader, writer, request: bytes) -> int:
+    """Send one pre-encoded request on a keep-alive connection; the response's status."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+    await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1])
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds the processes have used (from /proc)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(server_pid: int):
+    with open(f"/proc/{server_pid}/task/{server_pid}/children") as handle:
+        return [int(pid) for pid in handle.read().split()]
+
+
+async def load(port: int, documents, clients: int, per_request: int, seconds: float, max_requests: int,
+               warmup: float, server_pids) -> dict:
+    """`clients` closed-loop clients, each sending its next request as soon as it has an answer.
+
+    A minimal HTTP/1.1 client (pre-encoded requests, one keep-alive connection per client),
+    so that as little as possible of the shared CPU goes to making load.
+    """
+    requests = []
+    for i in range(0, len(documents) - per_request + 1, per_request):
+        body = json.dumps({"instances": documents[i:i + per_request], "configuration": {"k": 1}}).encode()
+        requests.append(b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     latencies, failures = [], 0
     measuring = False
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
-        async def client(index: int, stop_at: float):
-            nonlocal failures
-            n = index
-            while time.perf_counter() < stop_at and len(latencies) < max_requests:
-                start = time.perf_counter()
-                async with session.post(url + "/invocations", data=bodies[n % len(bodies)], headers=headers) as resp:
-                    await resp.read()
-                    ok = resp.status == 200
-                if measuring:
-                    latencies.append(time.perf_counter() - start)
-                    failures += not ok
-                n += clients
 
-        await asyncio.gather(*(client(i, time.perf_counter() + warmup) for i in range(clients)))
-        measuring = True
-        began = time.perf_counter()
-        await asyncio.gather(*(client(i, began + seconds) for i in range(clients)))
-        elapsed = time.perf_counter() - began
+    async def client(index: int, connection, stop_at: float):
+        nonlocal failures
+        reader, writer = connection
+        n = index
+        while time.perf_counter() < stop_at and len(latencies) < max_requests:
+            start = time.perf_counter()
+            status = await _exchange(reader, writer, requests[n % len(requests)])
+            if measuring:
+                latencies.append(time.perf_counter() - start)
+                failures += status != 200
+            n += clients
+
+    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(clients)]
+    await asyncio.gather(*(client(i, c, time.perf_counter() + warmup) for i, c in enumerate(connections)))
+    measuring = True
+    server_cpu, client_cpu, began = cpu_seconds(server_pids), time.process_time(), time.perf_counter()
+    await asyncio.gather(*(client(i, c, began + seconds) for i, c in enumerate(connections)))
+    elapsed = time.perf_counter() - began
+    server_cpu, client_cpu = cpu_seconds(server_pids) - server_cpu, time.process_time() - client_cpu
+    for _, writer in connections:
+        writer.close()
     latencies.sort()
     return {"requests_per_second": len(latencies) / elapsed, "docs_per_second": len(latencies) * per_request / elapsed,
             "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
-            "requests": len(latencies), "failures": failures}
+            "requests": len(latencies), "failures": failures,
+            # CPU per document, which contention from other users inflates far less than wall time.
+            "server_cpu_us_per_doc": 1e6 * server_cpu / (len(latencies) * per_request),
+            "client_cpu_us_per_doc": 1e6 * client_cpu / (len(latencies) * per_request)}
 
 
 def fasttext_predict(model_bin: str, docs_path: str, per_call: int, seconds: float) -> dict:
@@ -197,21 +232,23 @@ def main():
         for per_request in DOCS_PER_REQUEST:
             runs = [fasttext_predict(model_bin, docs_path, per_request, args.seconds) for _ in range(args.repeats)]
             result["fasttext"][str(per_request)] = medians(runs)
-            print(f"fastText predict, {per_request} doc(s)/call: {medians(runs)['docs_per_second']:,.0f} docs/s",
-                  flush=True)
-        process, url = start_server(model_dir, args.workers, os.path.join(work, "serve.log"))
+            print(f"fastText predict, {per_request} doc(s)/call: {medians(runs)['docs_per_second']:,.0f} docs/s, "
+                  f"CPU/doc {medians(runs)['cpu_us_per_doc']:.1f} us", flush=True)
+        process, port = start_server(model_dir, args.workers, os.path.join(work, "serve.log"))
+        workers = worker_pids(process.pid)
         try:
             for per_request in DOCS_PER_REQUEST:
                 for clients in CLIENTS:
-                    runs = [asyncio.run(load(url, documents, clients, per_request, args.seconds, args.max_requests,
-                                             args.warmup)) for _ in range(args.repeats)]
+                    runs = [asyncio.run(load(port, documents, clients, per_request, args.seconds, args.max_requests,
+                                             args.warmup, workers)) for _ in range(args.repeats)]
                     row = {"clients": clients, "docs_per_request": per_request, **medians(runs)}
                     ratio = row["docs_per_second"] / result["fasttext"][str(per_request)]["docs_per_second"]
                     row["docs_per_second_vs_fasttext"] = ratio
                     result["server"].append(row)
                     print(f"{clients:3d} clients x {per_request:2d} docs: {row['requests_per_second']:8,.0f} req/s "
                           f"{row['docs_per_second']:8,.0f} docs/s (x{ratio:.3f} fastText)  p50 {row['p50_ms']:6.1f} ms  "
-                          f"p99 {row['p99_ms']:6.1f} ms  failures {row['failures']:.0f}", flush=True)
+                          f"p99 {row['p99_ms']:6.1f} ms  CPU/doc server {row['server_cpu_us_per_doc']:.0f} us "
+                          f"client {row['client_cpu_us_per_doc']:.0f} us  failures {row['failures']:.0f}", flush=True)
         finally:
             process.send_signal(signal.SIGTERM)
             result["server_exit_status"] = process.wait(timeout=120)
