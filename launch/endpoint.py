@@ -35,7 +35,7 @@ REQUESTS = Counter("serve_requests", "HTTP requests answered", ["route", "status
 LATENCY = Histogram("serve_request_seconds", "Time from request to response", ["route"],
                     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
 DOCUMENTS = Counter("serve_documents", "Documents predicted")
-BATCH_DOCUMENTS = Histogram("serve_request_documents", "Documents per /invocations request",
+REQUEST_DOCUMENTS = Histogram("serve_request_documents", "Documents per /invocations request",
                             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096))
 
 
@@ -120,7 +120,7 @@ async def invocations(request: web.Request) -> web.Response:
     except UnicodeEncodeError:
         raise RequestError("a document is not valid Unicode (a lone surrogate)") from None
     DOCUMENTS.inc(len(texts))
-    BATCH_DOCUMENTS.observe(len(texts))
+    REQUEST_DOCUMENTS.observe(len(texts))
     if content_type == JSONLINES:
         lines = "".join(json.dumps(_answer(ranked)) + "\n" for ranked in predictions)
         return web.Response(text=lines, content_type=JSONLINES)
