@@ -11,6 +11,7 @@ words and buckets it does not keep are dropped from a line, as fastText's `pushH
 """
 from collections import Counter
 from dataclasses import dataclass
+from itertools import chain
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -37,6 +38,37 @@ def hash_token(token: bytes) -> int:
         h ^= byte | 0xFFFFFF00 if byte > 127 else byte
         h = (h * _FNV_PRIME) & 0xFFFFFFFF
     return h - (1 << 32) if h >= (1 << 31) else h
+
+
+_VECTOR_HASH_MAX_LENGTH = 64  # longer tokens (rare) are hashed one by one, not padding every step
+_VECTOR_HASH_MIN_TOKENS = 256  # fewer are hashed one by one: each byte position costs ~10 numpy calls
+
+
+def hash_tokens(tokens: Sequence[bytes]) -> np.ndarray:
+    """`hash_token` of every token (int32), with numpy: one step per byte position, not per byte.
+
+    Tokens are sorted longest first, so the tokens still being hashed at position j are a
+    prefix. uint32 arithmetic wraps mod 2^32, as fastText's does.
+    """
+    if len(tokens) < _VECTOR_HASH_MIN_TOKENS:
+        return np.fromiter(map(hash_token, tokens), dtype=np.int32, count=len(tokens))
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    hashes = np.empty(len(tokens), dtype=np.int32)
+    long = np.flatnonzero(lengths > _VECTOR_HASH_MAX_LENGTH)
+    hashes[long] = [hash_token(tokens[i]) for i in long]
+    short = np.flatnonzero(lengths <= _VECTOR_HASH_MAX_LENGTH)
+    order = short[np.argsort(-lengths[short], kind="stable")]
+    by_length = lengths[order]
+    starts = offsets_of(lengths)[:-1][order]
+    data = np.frombuffer(b"".join(tokens), dtype=np.int8)
+    h = np.full(len(order), _FNV_OFFSET, dtype=np.uint32)
+    for position in range(int(by_length[0]) if len(order) else 0):
+        active = int(np.searchsorted(-by_length, -position, side="left"))  # tokens longer than `position`
+        # uint32(int8(c)): sign-extend each byte, as fastText reads chars signed.
+        h[:active] = (h[:active] ^ data[starts[:active] + position].astype(np.int32).view(np.uint32)) * \
+            np.uint32(_FNV_PRIME)
+    hashes[order] = h.view(np.int32)
+    return hashes
 
 
 def word_ngram_buckets(hashes: np.ndarray, doc_ends: np.ndarray, n: int, bucket: int) -> np.ndarray:
@@ -210,8 +242,7 @@ class Dictionary:
             np.fromiter((word_ids(t, -1) for t in tokens), dtype=np.int64, count=len(tokens)),
             np.fromiter((label_ids(t, -1) for t in tokens), dtype=np.int64, count=len(tokens)),
             is_label,
-            np.fromiter((0 if lab else hash_token(t) for t, lab in zip(tokens, is_label)),
-                        dtype=np.int32, count=len(tokens)),
+            np.where(is_label, 0, hash_tokens(tokens)).astype(np.int32),
             tokens.index(EOS) if EOS in tokens else -1)
 
     def encode_positions(self, positions: np.ndarray, lengths: np.ndarray, table: TokenTable) -> EncodedLines:
@@ -241,10 +272,12 @@ class Dictionary:
 
     def encode_lines(self, lines: Sequence[Sequence[bytes]]) -> EncodedLines:
         """Encode tokenised lines (see `readers.tokenize`)."""
-        index = TokenIndex()
-        positions = np.fromiter((p for tokens in lines for p in index.add(tokens)), dtype=np.int64)
-        lengths = np.fromiter((len(tokens) for tokens in lines), dtype=np.int64, count=len(lines))
-        return self.encode_positions(positions, lengths, self.table(index.tokens))
+        flat = list(chain.from_iterable(lines))
+        distinct = list(dict.fromkeys(flat))  # first-occurrence order, as `TokenIndex`; all in C
+        position_of = dict(zip(distinct, range(len(distinct))))
+        positions = np.fromiter(map(position_of.__getitem__, flat), dtype=np.int64, count=len(flat))
+        lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+        return self.encode_positions(positions, lengths, self.table(distinct))
 
     def encode_many(self, documents: Sequence[Sequence[bytes]]) -> Tuple[np.ndarray, np.ndarray]:
         """Input rows of documents given as words: (flat int64 ids, int64 offsets of len+1)."""

@@ -78,8 +78,16 @@ def read_text_lines(path: str, normalise: bool) -> Iterator[bytes]:
         check_readable_file(path)
         lines = _decoded_lines(path)
     for text in lines:
-        data = text.rstrip("\n").encode("utf-8")
-        yield normalize_text(data) if normalise else data
+        yield prepare_text(text.rstrip("\n"), normalise)
+
+
+def prepare_text(text: str, normalise: bool) -> bytes:
+    """One raw document as the model reads it: UTF-8, normalised when its corpus was.
+
+    `predict.py` and the server both come through here, so they answer alike.
+    """
+    data = text.encode("utf-8")
+    return normalize_text(data) if normalise else data
 
 
 _CLASS_SEPARATORS = re.compile(r"[,\s]+")

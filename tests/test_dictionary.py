@@ -12,7 +12,7 @@ import fasttext
 import numpy as np
 import pytest
 
-from fasttext_horovod.data_pipeline.dictionary import Dictionary, hash_token, word_ngram_buckets
+from fasttext_horovod.data_pipeline.dictionary import Dictionary, hash_token, hash_tokens, word_ngram_buckets
 from fasttext_horovod.data_pipeline.readers import read_csv_records, tokenize
 
 DATA = Path(__file__).resolve().parents[1] / "samples" / "ag_news_mini"
@@ -217,3 +217,13 @@ def test_ngram_buckets_match_fasttexts_formula_written_with_wrapping_ints():
                 continue
             h = ctypes.c_uint64(h.value * 116049371 + ctypes.c_uint64(int(hashes[j])).value)
             assert got[i, order - 2] == h.value % BUCKET
+
+
+def test_hash_tokens_equals_hash_token_for_every_length_and_byte():
+    """The vectorised hash agrees token by token, across lengths either side of its cut-over
+    to one-by-one hashing and with bytes >= 0x80."""
+    rng = np.random.default_rng(0)
+    tokens = [rng.integers(0, 256, size=length, dtype=np.uint8).tobytes()
+              for length in rng.choice([0, 1, 2, 7, 63, 64, 65, 300], size=2000)]
+    for some in (tokens, tokens[:10], []):  # numpy's way, and one by one for a few tokens
+        assert hash_tokens(some).tolist() == [hash_token(token) for token in some]
