@@ -26,6 +26,9 @@ FORMAT_VERSION = 1
 _META_KEY = "__meta__"
 _MAX_MEMBERS = 64           # a checkpoint holds about ten arrays
 _INT32_MAX = 2 ** 31 - 1    # fastText's bucket and counts of rows are int32
+# Encoding allocates n - 1 buckets per word: a crafted n of 10^9 would ask for gigabytes per
+# document. fastText's papers use n <= 5; nothing sensible comes near this.
+MAX_WORD_NGRAMS = 64
 _ARRAYS = {                 # name: (dtype, number of dimensions)
     "input_rows": (np.int64, 1), "input_values": (np.float32, 2), "output_matrix": (np.float32, 2),
     "dict_words": (np.uint8, 1), "dict_word_counts": (np.int64, 1), "dict_labels": (np.uint8, 1),
@@ -41,11 +44,15 @@ class CheckpointError(Exception):
 
 def memory_budget() -> int:
     """Bytes a loader may allocate for one model: half the machine's memory, or half the
-    address-space limit (`ulimit -v`) where that is lower. A file asking for more is refused
-    up front instead of failing (or being killed) halfway through the allocation."""
-    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    address space left under `ulimit -v` where that is less. A file asking for more is
+    refused up front instead of failing (or being killed) halfway through the allocation."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    available = os.sysconf("SC_PHYS_PAGES") * page
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    return (physical if soft == resource.RLIM_INFINITY else min(physical, soft)) // 2
+    if soft != resource.RLIM_INFINITY:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            available = min(available, soft - int(statm.read().split()[0]) * page)
+    return max(available, 0) // 2
 
 
 @contextlib.contextmanager
@@ -140,7 +147,10 @@ def _read_arrays(path: str) -> Dict[str, np.ndarray]:
 def _read_member(path: str, info: zipfile.ZipInfo, member) -> np.ndarray:
     version = np.lib.format.read_magic(member)
     header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = header(member)
+    try:
+        shape, fortran_order, dtype = header(member)
+    except Exception as err:  # numpy parses the header with tokenize and literal_eval: any error is a bad header
+        raise CheckpointError(f"{path}: array {info.filename!r} has a damaged header ({type(err).__name__})") from None
     if dtype.hasobject or dtype.kind not in "biuf" or any(d < 0 for d in shape):
         raise CheckpointError(f"{path}: array {info.filename!r} of dtype {dtype} and shape {shape} is not allowed")
     nbytes = math.prod(shape) * dtype.itemsize
@@ -182,7 +192,7 @@ def check_model_arrays(path: str, arrays: Dict[str, np.ndarray], meta: dict) -> 
     if arrays["dict_settings"].shape != (3,):
         raise damaged("dictionary settings are not (ntokens, bucket, word n-grams)")
     ntokens, bucket, word_ngrams = (int(v) for v in arrays["dict_settings"])
-    if ntokens < 0 or not 0 <= bucket <= _INT32_MAX or not 1 <= word_ngrams <= _INT32_MAX:
+    if ntokens < 0 or not 0 <= bucket <= _INT32_MAX or not 1 <= word_ngrams <= MAX_WORD_NGRAMS:
         raise damaged(f"dictionary settings ntokens {ntokens}, bucket {bucket}, word n-grams {word_ngrams}")
     words = _tokens(arrays["dict_words"])
     labels = _tokens(arrays["dict_labels"])
@@ -226,10 +236,10 @@ def check_model_arrays(path: str, arrays: Dict[str, np.ndarray], meta: dict) -> 
         raise damaged(f"output matrix {arrays['output_matrix'].shape}, expected ({len(labels)}, {dim})")
     if not (np.isfinite(arrays["input_values"]).all() and np.isfinite(arrays["output_matrix"]).all()):
         raise damaged("weights that are not finite")
-    needed = rows * dim * 4
+    needed = 2 * rows * dim * 4  # the float32 matrix, and its seeded initial values drawn beside it
     if needed > memory_budget():
-        raise CheckpointError(f"{path}: its input matrix ({rows:,} x {dim}) needs {needed / 2 ** 30:.1f} GiB, more "
-                              f"than this machine can give a model ({memory_budget() / 2 ** 30:.1f} GiB)")
+        raise CheckpointError(f"{path}: its input matrix ({rows:,} x {dim}) needs {needed / 2 ** 30:.1f} GiB to load, "
+                              f"more than this machine can give a model ({memory_budget() / 2 ** 30:.1f} GiB)")
 
 
 def _tokens(packed: np.ndarray) -> List[bytes]:

@@ -33,7 +33,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from .checkpoint import CheckpointError, atomic_output, memory_budget
+from .checkpoint import MAX_WORD_NGRAMS, CheckpointError, atomic_output, memory_budget
 from .product_quantizer import KSUB, ProductQuantizer, QuantizedMatrix
 
 MAGIC = 793712314
@@ -281,8 +281,9 @@ def _parse(reader: _Reader) -> FastTextModel:
         raise reader.error(f"loss {losses.get(loss_id, loss_id)} is not supported (softmax, hs and ova are)")
     if maxn > 0:
         raise reader.error(f"uses character n-grams (minn {minn}, maxn {maxn}): not supported")
-    if dim < 1 or bucket < 0 or word_ngrams < 1:
-        raise reader.error(f"corrupt arguments (dim {dim}, bucket {bucket}, wordNgrams {word_ngrams})")
+    if dim < 1 or bucket < 0 or not 1 <= word_ngrams <= MAX_WORD_NGRAMS:
+        raise reader.error(f"corrupt or unsupported arguments (dim {dim}, bucket {bucket}, wordNgrams {word_ngrams}; "
+                           f"at most {MAX_WORD_NGRAMS})")
     args = FastTextArgs(dim, epoch, min_count, word_ngrams, losses[loss_id], bucket, ws, neg, model, minn, maxn,
                         lr_update_rate, t)
     size, nwords, nlabels, ntokens, pruned = reader.unpack(_DICT_HEADER)
