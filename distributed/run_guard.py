@@ -55,18 +55,23 @@ def check_output_paths(model_dir: str, cache_dir: str, logdir: Optional[str], me
 
 
 class ModelDirLock:
-    """Holds `<model_dir>/.lock` for this process's lifetime (see the module docstring)."""
+    """Holds `<model_dir>/.lock` until `release` (see the module docstring)."""
 
     def __init__(self, model_dir: str):
-        self.handle = open(os.path.join(model_dir, LOCK_FILE), "a+", encoding="utf-8")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "another process"
-            self.handle.close()
-            raise InputError(model_dir, f"another run ({holder}) is using this --model-dir; wait for it to "
-                                        "finish or give another directory") from None
+        self.path = os.path.join(model_dir, LOCK_FILE)
+        while True:
+            self.handle = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.handle.seek(0)
+                holder = self.handle.read().strip() or "another process"
+                self.handle.close()
+                raise InputError(model_dir, f"another run ({holder}) is using this --model-dir; wait for it to "
+                                            "finish or give another directory") from None
+            if _same_file(self.path, self.handle):
+                break
+            self.handle.close()  # a finishing run removed the file we locked: lock the new one
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -74,7 +79,16 @@ class ModelDirLock:
         _remove_temp_files(model_dir)
 
     def release(self) -> None:
+        """Remove the lock file, then unlock: a run that locked it meanwhile sees it gone and retries."""
+        os.unlink(self.path)
         self.handle.close()
+
+
+def _same_file(path: str, handle) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _remove_temp_files(model_dir: str) -> None:

@@ -85,8 +85,14 @@ def atomic_output(path: str, mode: str = "wb", suffix: str = ""):
 
 def save_checkpoint(path: str, arrays: Dict[str, np.ndarray], meta: dict) -> None:
     meta = dict(meta, format=FORMAT_NAME, format_version=FORMAT_VERSION)
+    arrays = {**arrays, _META_KEY: np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     with atomic_output(path, suffix=".npz") as out:
-        np.savez(out, **arrays, **{_META_KEY: np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)})
+        # np.savez's own layout (stored .npy members), but with the archive closed on a failed
+        # write too: np.savez leaves it to the garbage collector, which then prints a traceback.
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def checkpoint_meta(config: dict, progress: dict, finished: bool, label_names: List[str],
