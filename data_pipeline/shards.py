@@ -12,6 +12,7 @@ reuses it, and it appears atomically (built aside, then renamed).
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -68,10 +69,16 @@ class ShardedCorpus:
 
     def __init__(self, directory: str):
         self.directory = directory
-        with open(os.path.join(directory, "meta.json"), encoding="utf-8") as handle:
-            self.meta = json.load(handle)
-        with np.load(os.path.join(directory, "dictionary.npz"), allow_pickle=False) as arrays:
-            self.dictionary = Dictionary.from_arrays(arrays)
+        try:
+            with open(os.path.join(directory, "meta.json"), encoding="utf-8") as handle:
+                self.meta = json.load(handle)
+            with np.load(os.path.join(directory, "dictionary.npz"), allow_pickle=False) as arrays:
+                self.dictionary = Dictionary.from_arrays(arrays)
+            if not len(self.docs_per_shard) == len(self.tokens_per_shard) == self.num_shards:
+                raise ValueError("its metadata lists another number of shards")
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+            raise InputError(directory, f"damaged corpus cache ({err}); delete this directory and run "
+                                        "again to rebuild it") from None
 
     @property
     def num_shards(self) -> int:

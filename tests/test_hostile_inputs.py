@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY_SETTINGS, run_cli
+from conftest import AG_NEWS, REPO, TINY_SETTINGS, run_cli
 from fuzzing import memory_cap
 from test_bad_input import assert_clean_failure, assert_nothing_written, checkpoint_bytes
 
@@ -322,3 +322,11 @@ def test_non_utf8_classes_txt_is_one_error_line(tmp_path, tiny_data_dir):
     done = run_cli("train", "--train", tmp_path / "train.csv", "--model-dir", tmp_path / "model",
                    "--cache-dir", tmp_path / "cache", *TINY_SETTINGS)
     assert_clean_failure(done, f"error: {tmp_path / 'classes.txt'}:3: not valid UTF-8")
+
+
+def test_damaged_cache_metadata_is_one_error_line(tmp_path):
+    from fasttext_horovod.data_pipeline.shards import CorpusSettings, preprocess
+    corpus = preprocess(str(AG_NEWS / "train.csv"), CorpusSettings(num_shards=2, bucket=1000), str(tmp_path), 4)
+    (Path(corpus.directory) / "meta.json").write_text('{"settings": {"num_shards": 2}, "docs_per')
+    with pytest.raises(InputError, match=f"^{corpus.directory}: damaged corpus cache"):
+        preprocess(str(AG_NEWS / "train.csv"), CorpusSettings(num_shards=2, bucket=1000), str(tmp_path), 4)
