@@ -7,9 +7,11 @@ import os
 import random
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -330,3 +332,21 @@ def test_damaged_cache_metadata_is_one_error_line(tmp_path):
     (Path(corpus.directory) / "meta.json").write_text('{"settings": {"num_shards": 2}, "docs_per')
     with pytest.raises(InputError, match=f"^{corpus.directory}: damaged corpus cache"):
         preprocess(str(AG_NEWS / "train.csv"), CorpusSettings(num_shards=2, bucket=1000), str(tmp_path), 4)
+
+
+def test_full_logdir_does_not_cost_the_epoch_checkpoint(tmp_path, tiny_data_dir):
+    """TensorBoard's event file on a full disk: every name tensorboardX may give it in the next
+    five minutes (`events.out.tfevents.<time>.<host>`) is a link to /dev/full, whose writes
+    fail with ENOSPC. The run fails at its first flush, after the epoch's checkpoint."""
+    logdir = tmp_path / "tb"
+    logdir.mkdir()
+    now = int(time.time())
+    for second in range(now, now + 300):
+        (logdir / f"events.out.tfevents.{second}.{socket.gethostname()}").symlink_to("/dev/full")
+    model_dir = tmp_path / "model"
+    done = run_cli("train", "--train", tiny_data_dir / "train.csv", "--test", tiny_data_dir / "test.csv",
+                   "--model-dir", model_dir, "--cache-dir", tmp_path / "cache", "--logdir", logdir, *TINY_SETTINGS)
+    assert done.returncode == 2, done.stderr
+    assert "error: writing output: No space left on device" in done.stderr
+    arrays, meta = load_checkpoint(str(model_dir / "checkpoint.npz"))
+    assert meta["progress"]["epoch"] == 1 and len(arrays["input_rows"]) > 0
