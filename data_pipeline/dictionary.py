@@ -88,7 +88,7 @@ def word_ngram_buckets(hashes: np.ndarray, doc_ends: np.ndarray, n: int, bucket:
         shift = order - 1
         valid = positions + shift < doc_ends
         nxt = np.zeros_like(extended)
-        nxt[: len(extended) - shift] = extended[shift:]
+        nxt[: max(len(extended) - shift, 0)] = extended[shift:]  # n may exceed the words given
         h = h * _NGRAM_MULTIPLIER + nxt
         out[valid, order - 2] = (h[valid] % np.uint64(bucket)).astype(np.int64)
     return out

@@ -160,5 +160,5 @@ def read_class_names(corpus_path) -> Optional[Sequence[str]]:
     path = os.path.join(os.path.dirname(os.path.abspath(corpus_path)), "classes.txt")
     if detect_format(corpus_path) != "csv" or not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return [name.strip() for name in handle if name.strip()]
+    check_readable_file(path)
+    return [name.strip() for name in _decoded_lines(path) if name.strip()]

@@ -12,8 +12,7 @@ reuses it, and it appears atomically (built aside, then renamed).
 import hashlib
 import json
 import os
-import shutil
-import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -23,6 +22,7 @@ from .dictionary import Dictionary, EncodedLines, TokenIndex
 from .errors import InputError
 from .ragged import gather_rows, offsets_of
 from .readers import check_readable_file, read_records
+from .staging import building_dir, remove_abandoned_builds
 from .vectors import add_pretrained_words
 
 SHARD_FORMAT_VERSION = 1
@@ -69,10 +69,16 @@ class ShardedCorpus:
 
     def __init__(self, directory: str):
         self.directory = directory
-        with open(os.path.join(directory, "meta.json"), encoding="utf-8") as handle:
-            self.meta = json.load(handle)
-        with np.load(os.path.join(directory, "dictionary.npz"), allow_pickle=False) as arrays:
-            self.dictionary = Dictionary.from_arrays(arrays)
+        try:
+            with open(os.path.join(directory, "meta.json"), encoding="utf-8") as handle:
+                self.meta = json.load(handle)
+            with np.load(os.path.join(directory, "dictionary.npz"), allow_pickle=False) as arrays:
+                self.dictionary = Dictionary.from_arrays(arrays)
+            if not len(self.docs_per_shard) == len(self.tokens_per_shard) == self.num_shards:
+                raise ValueError("its metadata lists another number of shards")
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+            raise InputError(directory, f"damaged corpus cache ({err}); delete this directory and run "
+                                        "again to rebuild it") from None
 
     @property
     def num_shards(self) -> int:
@@ -106,6 +112,11 @@ def file_digest(path: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _is_complete(directory: str) -> bool:
+    """meta.json is written last: a corpus directory that has it is whole."""
+    return os.path.isfile(os.path.join(directory, "meta.json"))
 
 
 def corpus_key(train_path: str, settings: CorpusSettings, extra_words: Optional[Sequence[bytes]] = None) -> str:
@@ -204,15 +215,22 @@ def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
     """
     check_readable_file(train_path)  # before hashing it, so a bad path is an InputError
     final = os.path.join(cache_dir, corpus_key(train_path, settings, extra_words))
-    if os.path.isfile(os.path.join(final, "meta.json")):
+    remove_abandoned_builds(cache_dir)
+    if _is_complete(final):
         return ShardedCorpus(final)
     corpus = _CorpusReader(train_path, num_classes, on_progress)
     tokens = corpus.index.tokens
     held_out = held_out_lines(corpus.num_lines, settings.valid_fraction, settings.split_seed)
     dictionary = Dictionary.from_counts(tokens, corpus.counts(held_out), settings.min_count,
                                         settings.min_count_label, settings.bucket, settings.word_ngrams)
-    if dictionary.nlabels == 0:
+    if corpus.num_lines == 0:
         raise InputError(train_path, "no documents with a label: the file is empty")
+    if dictionary.nlabels == 0:
+        raise InputError(train_path, f"no label occurs --min-count-label {settings.min_count_label} times: "
+                                     "the label set is empty; lower --min-count-label")
+    if dictionary.nwords == 0:
+        raise InputError(train_path, f"no word occurs --min-count {settings.min_count} times: "
+                                     "the vocabulary is empty; lower --min-count")
     if extra_words:
         dictionary = add_pretrained_words(dictionary, extra_words)
     table = dictionary.table(tokens)
@@ -232,9 +250,7 @@ def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
     if settings.valid_fraction and not validation.num_docs:
         raise InputError(train_path, f"--valid-fraction {settings.valid_fraction} of {corpus.num_lines} documents "
                                      "leaves no labelled validation document")
-    os.makedirs(cache_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".building-", dir=cache_dir)
-    try:
+    with building_dir(cache_dir, final, _is_complete) as staging:
         for k, writer in enumerate(writers):
             writer.write(os.path.join(staging, f"shard-{k:05d}"))
         if settings.valid_fraction:
@@ -246,11 +262,4 @@ def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
                 "tokens_per_shard": [int(sum(t.sum() for t in w.num_tokens)) for w in writers]}
         with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=1)
-        if os.path.exists(final):  # another process built the same corpus meanwhile
-            shutil.rmtree(staging)
-        else:
-            os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ShardedCorpus(final)

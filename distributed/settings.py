@@ -13,6 +13,7 @@ from typing import Optional, Union, get_args, get_origin
 from fasttext_horovod.data_pipeline.datasets import DATASETS
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.shards import CorpusSettings
+from fasttext_horovod.model.checkpoint import MAX_WORD_NGRAMS
 from fasttext_horovod.model.losses import LOSSES
 from fasttext_horovod.model.step_size import default_batch_size
 
@@ -82,6 +83,10 @@ class TrainConfig:
                      "patience"):
             if getattr(self, name) < 1:
                 raise InputError(flag(name), f"must be at least 1, got {getattr(self, name)}")
+        if self.word_ngrams > MAX_WORD_NGRAMS:
+            raise InputError("--word-ngrams", f"at most {MAX_WORD_NGRAMS}, got {self.word_ngrams}")
+        if self.bucket >= 2 ** 31:
+            raise InputError("--bucket", f"must fit fastText's int32, got {self.bucket}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise InputError("--valid-fraction", f"must be in [0, 1), got {self.valid_fraction}")
         if self.valid and self.valid_fraction:

@@ -141,6 +141,8 @@ class Trainer:
         self.corpus = prepare_corpus(config.train, config.corpus_settings(), config.cache_dir, self.num_classes, world,
                                      self.pretrained.words if self.pretrained else None)
         self.dictionary = self.corpus.dictionary
+        # The corpus directory's name hashes the training bytes and settings: --resume checks it.
+        self.corpus_key = os.path.basename(self.corpus.directory)
         self.names = label_names(self.dictionary, config.train)
         self.test_docs = (encode_labelled_file(config.test, self.dictionary, self.num_classes)
                           if config.test and world.is_root else None)
@@ -183,6 +185,10 @@ class Trainer:
                                               f"{getattr(self.config, k)}" for k in changed))
         if len(Dictionary.from_arrays(arrays).words) != self.dictionary.nwords:
             raise CheckpointError(f"{self.checkpoint_path}: checkpoint was trained on other data")
+        if meta.get("corpus", self.corpus_key) != self.corpus_key:  # an import from fastText records none
+            raise CheckpointError(f"{self.checkpoint_path}: checkpoint was trained on other data: its corpus "
+                                  f"fingerprint is {meta['corpus']}, --train {self.config.train} gives "
+                                  f"{self.corpus_key}")
         self._load_weights(arrays)
         self.progress = Progress(**meta["progress"])
         saved_validation = {**asdict(Validation()), **(meta.get("validation") or {})}  # none when imported
@@ -221,7 +227,7 @@ class Trainer:
         meta = checkpoint_meta(asdict(self.config), asdict(self.progress), finished, self.names, self.num_classes,
                                self.world.size,
                                TEXT_NORMALIZATION if detect_format(self.config.train) == "csv" else None,
-                               metrics, asdict(self.validation))
+                               metrics, asdict(self.validation), corpus=self.corpus_key)
         save_checkpoint(path or self.checkpoint_path, arrays, meta)
 
     # -- one step ----------------------------------------------------------------------------
@@ -324,9 +330,9 @@ class Trainer:
                 self._log(meter, lr, reporter, done_before)
                 progress.epoch += 1
                 progress.batch = 0
-                self.dashboard.scalars(progress.step, scaling_scalars(self._gather(meter.close_epoch()),
-                                                                       "scaling_per_epoch"))
-                epoch_metrics, stop_early = self._end_epoch()
+                epoch_scaling = scaling_scalars(self._gather(meter.close_epoch()), "scaling_per_epoch")
+                epoch_metrics, stop_early = self._end_epoch()  # the checkpoint first, then the optional logs
+                self.dashboard.scalars(progress.step, epoch_scaling)
                 kept_metrics = epoch_metrics or kept_metrics
                 if stop_early:
                     break
@@ -349,8 +355,8 @@ class Trainer:
         best validation accuracy, saved aside and moved into place when training ends.
         """
         epoch, step = self.progress.epoch, self.progress.step
-        test = self._evaluate(self.test_docs, "test", step)
-        valid = self._evaluate(self.valid_docs, "valid", step)
+        test = self._evaluate(self.test_docs)
+        valid = self._evaluate(self.valid_docs)
         metrics = {**(test.as_dict(self.names) if test else {}), "epoch": epoch}
         if valid:
             metrics["valid"] = valid.as_dict(self.names)
@@ -363,6 +369,9 @@ class Trainer:
             self._save(finished, metrics=metrics)
         if improved and self.config.early_stopping:
             self._save(finished=True, metrics=metrics, path=self.best_path)
+        # TensorBoard only after the checkpoint: a failing event write (a full disk) cannot cost the epoch.
+        self._log_evaluation(test, "test", step)
+        self._log_evaluation(valid, "valid", step)
         self.world.barrier()  # the other ranks wait for rank 0's evaluation here, outside the timed steps
         return (metrics if improved or not self.config.early_stopping else None), stop_early
 
@@ -400,14 +409,16 @@ class Trainer:
         metrics.update({key: value for key, value in run.items() if key not in ("examples", "loss")})
         return metrics
 
-    def _evaluate(self, docs: Optional[EncodedDocuments], split: str, step: int):
-        """Metrics on `docs` (rank 0's test or validation set), logged under `split/`; None without docs."""
-        if docs is None:
-            return None
-        report = evaluate(self.model, docs, self.config.k, self.ctx)
+    def _evaluate(self, docs: Optional[EncodedDocuments]):
+        """Metrics on `docs` (rank 0's test or validation set); None without docs."""
+        return None if docs is None else evaluate(self.model, docs, self.config.k, self.ctx)
+
+    def _log_evaluation(self, report, split: str, step: int):
+        """An evaluation's metrics and confusion matrix under `split/`."""
+        if report is None:
+            return
         self.dashboard.scalars(step, {f"{split}/accuracy": report.accuracy, f"{split}/loss": report.loss,
                                       f"{split}/precision_at_{self.config.k}": report.precision_at_k,
                                       f"{split}/recall_at_{self.config.k}": report.recall_at_k})
         self.dashboard.confusion(step, report.confusion, self.names, split)
         self.dashboard.flush()
-        return report

@@ -1,6 +1,10 @@
 """What every entry point shares: thread settings before MXNet loads, and clean failures."""
+import errno
 import os
 import sys
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                  errno.EISDIR}
 
 
 def configure_mxnet(threads, gpu):
@@ -65,6 +69,12 @@ def run_cli(main) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as err:
+        if err.errno not in _OUTPUT_ERRNOS:
+            raise
+        # A full disk or a directory that stopped being writable mid-run: the path, not a traceback.
+        log.error(f"error: {where}{err.filename or 'writing output'}: {err.strerror}")
+        sys.exit(2)
 
 
 def describe_hardware(gpu=None, world_size: int = 1) -> str:

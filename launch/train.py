@@ -93,6 +93,12 @@ def autotune(config, world, args):
 def main():
     args = parse_args()
     config = build_config(args)
+    from fasttext_horovod.distributed.run_guard import claimed_outputs
+    with claimed_outputs(config.model_dir, config.cache_dir, config.logdir, args.metrics_out):
+        train(args, config)
+
+
+def train(args, config):
     # Horovod: the ranks of a node share its cores, so each gets its share of MXNet threads.
     configure_mxnet(args.thread or threads_per_rank(), args.gpu)
     from fasttext_horovod.distributed.training import Trainer
