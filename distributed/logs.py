@@ -9,6 +9,7 @@ writes.
 """
 import logging
 import sys
+import threading
 from typing import Optional
 
 from .launcher import launched_rank
@@ -37,6 +38,22 @@ def init_logging(rank: Optional[int] = None) -> None:
         logger.handlers = [handler]
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    threading.excepthook = lambda failure: _report_background_failure(f"thread {failure.thread.name}",
+                                                                      failure.exc_value)
+    sys.unraisablehook = lambda failure: _report_background_failure("at exit", failure.exc_value)
+
+
+def _report_background_failure(where: str, error: BaseException) -> None:
+    """One warning line, once per message, for an exception no caller can catch: a library's
+    writer thread (tensorboardX's event writer on a full disk) or an exit handler. The same
+    failure also reaches the main thread, which ends the run with its own `error:` line."""
+    message = f"{type(error).__name__}: {error}"
+    if message not in _reported:
+        _reported.add(message)
+        log.warning(f"warning: {where}: {message}")
+
+
+_reported = set()
 
 
 def speaks() -> bool:

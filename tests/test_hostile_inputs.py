@@ -348,5 +348,6 @@ def test_full_logdir_does_not_cost_the_epoch_checkpoint(tmp_path, tiny_data_dir)
                    "--model-dir", model_dir, "--cache-dir", tmp_path / "cache", "--logdir", logdir, *TINY_SETTINGS)
     assert done.returncode == 2, done.stderr
     assert "error: writing output: No space left on device" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr  # tensorboardX's writer thread and exit handler included
     arrays, meta = load_checkpoint(str(model_dir / "checkpoint.npz"))
     assert meta["progress"]["epoch"] == 1 and len(arrays["input_rows"]) > 0
