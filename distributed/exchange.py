@@ -15,7 +15,7 @@ thousand floats for the paper's datasets), so gathering N copies of it costs les
 collective of its own; all-reducing it would pay off only with a large label set.
 
 Gradients are *summed*, never averaged: fastText's learning rate is per example (see
-`model.sgd` and `distributed.training`). For a world of one the exchange is the identity,
+`model.optimizers` and `distributed.training`). For a world of one the exchange is the identity,
 so the training loop has one path.
 """
 import time

@@ -30,7 +30,8 @@ from fasttext_horovod.data_pipeline.readers import detect_format, read_class_nam
 from fasttext_horovod.data_pipeline.shards import CorpusSettings
 from fasttext_horovod.data_pipeline.vectors import read_vectors
 from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
-from fasttext_horovod.model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
+from fasttext_horovod.model.optimizers import build_optimizer
+from fasttext_horovod.model.step_size import choose_optimizer
 
 from .dashboard import Dashboard
 from .errors import DeadlineReached, NonFiniteLoss
@@ -66,6 +67,7 @@ class TrainConfig:
     min_count_label: int = 1
     loss: str = "softmax"
     batch_size: int = 64
+    optimizer: str = "auto"           # sgd (fastText's), adagrad, or auto: by global batch (model/step_size.py)
     seed: int = 0
     gpu: Optional[int] = None
     k: int = 1
@@ -188,6 +190,8 @@ class Trainer:
         self.touched = np.zeros(self.dictionary.num_input_rows, dtype=bool)
         # Horovod: the global batch is size x --batch-size documents (the learning rate needs no scaling).
         self.global_batch_size = config.batch_size * world.size
+        self.optimizer = build_optimizer(choose_optimizer(config.optimizer, self.global_batch_size),
+                                         self.dictionary.num_input_rows, self.model.output_matrix.shape, self.ctx)
         self.progress = Progress()
         self.validation = Validation(config.patience if config.early_stopping else None)
         self.valid_docs = self._validation_documents() if world.is_root else None
@@ -200,6 +204,8 @@ class Trainer:
                 self._load_pretrained_vectors()
         # Horovod: every rank starts from rank 0's parameters and position.
         world.broadcast_parameters(self.model.collect_params())
+        if config.resume:
+            self._broadcast_optimizer_state()
         self.progress = Progress(*map(int, world.broadcast(np.array(astuple(self.progress)), name="progress")))
         self.exchange = GradientExchange(world, self.dictionary.num_input_rows, config.fp16_allreduce)
         # Horovod: each rank reads only its own shards.
@@ -221,7 +227,13 @@ class Trainer:
                                               f"{getattr(self.config, k)}" for k in changed))
         if len(Dictionary.from_arrays(arrays).words) != self.dictionary.nwords:
             raise CheckpointError(f"{self.checkpoint_path}: checkpoint was trained on other data")
+        saved_optimizer = meta.get("optimizer", "sgd")
+        if saved_optimizer != self.optimizer.name:
+            raise CheckpointError(f"{self.checkpoint_path}: cannot resume, the checkpoint trained with --optimizer "
+                                  f"{saved_optimizer} and this run would use {self.optimizer.name} (global batch "
+                                  f"{self.global_batch_size}): give --optimizer {saved_optimizer}")
         self._load_weights(arrays)
+        self.optimizer.load_state_arrays(arrays["input_rows"], arrays)
         self.progress = Progress(**meta["progress"])
         saved_validation = {**asdict(Validation()), **(meta.get("validation") or {})}  # none when imported
         self.validation = Validation(self.validation.patience, saved_validation["best_accuracy"],
@@ -232,6 +244,17 @@ class Trainer:
     def _load_weights(self, arrays: dict):
         self.model.load_state_arrays(arrays)
         self.touched[arrays["input_rows"]] = True
+
+    def _broadcast_optimizer_state(self):
+        """Horovod: every rank continues from rank 0's optimizer state for the touched rows."""
+        if self.world.size == 1:
+            return
+        count = int(self.world.broadcast(np.array([self.touched.sum()]), name="optimizer_rows")[0])
+        ids = self.world.broadcast(np.flatnonzero(self.touched) if self.world.is_root else np.zeros(count, np.int64),
+                                   name="optimizer_row_ids")
+        state = {key: self.world.broadcast(value, name=f"optimizer_{key}")
+                 for key, value in self.optimizer.state_arrays(ids).items()}
+        self.optimizer.load_state_arrays(ids, state)
 
     def _load_pretrained_vectors(self):
         """fastText's `-pretrainedVectors`: each vocabulary word found in the file starts from its vector."""
@@ -255,10 +278,11 @@ class Trainer:
         if not self.world.is_root:
             return
         arrays = {**self.model.state_arrays(self.touched), **self.dictionary.to_arrays()}
+        arrays.update(self.optimizer.state_arrays(arrays["input_rows"]))
         meta = checkpoint_meta(asdict(self.config), asdict(self.progress), finished, self.names, self.num_classes,
                                self.world.size,
                                TEXT_NORMALIZATION if detect_format(self.config.train) == "csv" else None,
-                               metrics, asdict(self.validation))
+                               metrics, asdict(self.validation), optimizer=self.optimizer.name)
         save_checkpoint(path or self.checkpoint_path, arrays, meta)
 
     # -- one step ----------------------------------------------------------------------------
@@ -279,9 +303,8 @@ class Trainer:
         return loss, rows.grad.data, model.output_matrix.grad(ctx)
 
     def _apply(self, row_ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
-        if len(row_ids):
-            sparse_sgd_step(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads, lr)
-        dense_sgd_step(self.model.output_matrix.data(self.ctx), output_grad, lr)
+        self.optimizer.apply(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads,
+                             self.model.output_matrix.data(self.ctx), output_grad, lr)
 
     def _step(self, batch: Batch, lr: float, signalled: bool, late: bool):
         """One SGD step; returns (summed loss of this rank's documents,
@@ -295,9 +318,11 @@ class Trainer:
         return loss, counts
 
     def _step_alone(self, batch: Batch):
-        """A world-of-one step at learning rate 0: a step's work, the weights unchanged."""
+        """A world-of-one step at learning rate 0: a step's work, the weights and optimizer state unchanged."""
         loss, row_grads, output_grad = self._gradients(batch)
+        state = self.optimizer.state_arrays(batch.unique_ids)
         self._apply(batch.unique_ids, row_grads, output_grad, lr=0.0)
+        self.optimizer.load_state_arrays(batch.unique_ids, state)
         loss.wait_to_read()
 
     def _measure_single_worker_rate(self) -> Optional[float]:
@@ -344,7 +369,7 @@ class Trainer:
             while progress.epoch < config.epoch:
                 started = time.perf_counter()
                 for batch in self.stream.epoch(progress.epoch, progress.batch):
-                    lr = linear_decay_lr(config.lr, progress.tokens / self.total_tokens)
+                    lr = self.optimizer.learning_rate(config.lr, progress.tokens / self.total_tokens)
                     late = deadline is not None and time.monotonic() > deadline
                     loss, (_, global_tokens, signalled, out_of_time) = self._step(batch, lr, stop.signum is not None,
                                                                                   late)

@@ -56,6 +56,10 @@ def parse_args(argv=None):
     run.add_argument("--batch-size", type=int,
                      help="documents per step per rank (default 64, fewer where lr x ranks x 64 > 16: "
                           "a step applies the summed gradients, and past that SGD diverges)")
+    run.add_argument("--optimizer", choices=("auto", "sgd", "adagrad"), default="auto",
+                     help="sgd: fastText's (summed gradients, per-example lr); adagrad: row-wise Adagrad with "
+                          "warm-up, for large global batches; auto (default): sgd up to 64 documents per step "
+                          "(all ranks), adagrad above. The default --lr follows the rule")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--gpu", type=int, help="GPU index for one process (under Horovod: local rank)")
     run.add_argument("--fp16-allreduce", action="store_true", help="exchange gradients in float16")
@@ -73,17 +77,19 @@ def parse_args(argv=None):
                       help="validation score to maximise: f1 of P@k and R@k (fastText's), or accuracy")
     args = parser.parse_args(argv)
     check_autotune_args(parser, args, argv)
+    dataset_lr = None
     if args.dataset:
         spec = DATASETS[args.dataset]
         args.train = args.train or spec.train_path(args.data_root)
         args.test = args.test or spec.test_path(args.data_root)
-        args.lr = args.lr if args.lr is not None else spec.lr
+        dataset_lr = spec.lr
     if not args.train:
         parser.error("give --train FILE or --dataset NAME")
-    args.lr = 0.1 if args.lr is None else args.lr
+    from fasttext_horovod.model.step_size import DEFAULT_LR, default_batch_size, default_lr
     if args.batch_size is None:
-        from fasttext_horovod.model.step_size import default_batch_size
-        args.batch_size = default_batch_size(args.lr, launched_size())
+        args.batch_size = default_batch_size(args.lr or dataset_lr or DEFAULT_LR["sgd"], launched_size())
+    if args.lr is None:
+        args.lr = default_lr(args.optimizer, args.batch_size * launched_size(), dataset_lr)
     for name in ("dim", "epoch", "word_ngrams", "bucket", "batch_size", "num_shards", "k", "log_every", "patience"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -8,10 +8,12 @@ same accuracy.
 import json
 import re
 
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import AG_NEWS, write_sample
+from fasttext_horovod.model.checkpoint import load_checkpoint
 from horovod_jobs import CONTROLLERS, TRAIN_SETTINGS, assert_same_weights, run, train_command
 
 OUTPUT_TAG = re.compile(r"\[\d+(,\d+)?\]<(stdout|stderr)>:")  # what the launchers prefix to each piece of output
@@ -96,6 +98,19 @@ def test_scaling_dashboard_shows_rates_split_traffic_and_efficiency(runs):
     assert all(0 < s < 0.05 * d for s, d in zip(sparse, dense)), (sparse, dense)
     run_metrics = metrics(runs["ranks"]["gloo"])
     assert run_metrics["single_worker_examples_per_second"] > 0 and 0 < run_metrics["efficiency"] < 2
+
+
+def test_two_ranks_at_a_large_global_batch_train_adagrad_as_one_process(tmp_path):
+    """Global batch 1,024 (auto: row-wise Adagrad): 2 ranks x 512 end with 1 process x 1,024's weights and state."""
+    single = train(tmp_path, "none", 1, 1024)
+    ranks = train(tmp_path, "gloo", 2, 512)
+    assert_same_weights(ranks, single)
+    (single_state, single_meta), (ranks_state, ranks_meta) = (load_checkpoint(str(d / "checkpoint.npz"))
+                                                              for d in (single, ranks))
+    assert single_meta["optimizer"] == ranks_meta["optimizer"] == "adagrad"
+    for name in ("row_history", "output_history"):
+        np.testing.assert_allclose(ranks_state[name], single_state[name], rtol=1e-4, err_msg=name)
+    assert metrics(single)["accuracy"] > 0.8
 
 
 def test_ranks_with_empty_shares_of_a_step_still_match_one_process(tmp_path):
