@@ -12,6 +12,10 @@ N x --batch-size documents, and the batches depend only on it (see `BatchStream`
 ranks with --batch-size B train exactly as one process with --batch-size N*B. Progress,
 which drives the linear decay, counts the fastText tokens of all ranks: every rank learns
 the step's global token count from the exchange and applies the same rate.
+
+That is fastText's SGD (`--optimizer sgd`), exact at small global batches; above
+`step_size.LARGEST_SGD_GLOBAL_BATCH` documents a step `--optimizer auto` trains with
+row-wise Adagrad instead, whose steps do not grow with the batch (`model.optimizers`).
 """
 import math
 import os
