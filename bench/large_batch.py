@@ -31,6 +31,7 @@ import tempfile
 import time
 
 from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
+from fasttext_horovod.model.checkpoint import write_json_atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -210,13 +211,11 @@ def main():
                     rows.append(row)
                     print(f"{name} {optimizer} batch {batch}: accuracy {row['accuracy']:.4f} {row['accuracies']}",
                           file=sys.stderr)
-            result["corpora"][name] = {"fasttext": reference, "rows": rows}
+                    result["corpora"][name] = {"fasttext": reference, "rows": rows}
+                    write_json_atomic(args.out + ".json", result)  # a long run interrupted keeps its rows
             print(table(name, result["corpora"][name]))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as handle:
-        json.dump(result, handle, indent=1)
     plot(result, args.out + ".png")
     print(f"wrote {args.out}.json and {args.out}.png", file=sys.stderr)
 
