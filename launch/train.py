@@ -59,8 +59,7 @@ def parse_args(argv=None):
     run.add_argument("--optimizer", choices=("auto", "sgd", "adagrad"), default="auto",
                      help="sgd: fastText's (summed gradients, per-example lr); adagrad: row-wise Adagrad with "
                           "warm-up, for large global batches; auto (default): sgd up to 64 documents per step "
-                          "(all ranks), adagrad above. The default --lr follows the rule: 0.1 for sgd, 1 for adagrad "
-                          "(x sqrt(global batch / 1024) above 1,024)")
+                          "(all ranks), adagrad above. The default --lr follows the rule: 0.1 for sgd, 1 for adagrad")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--gpu", type=int, help="GPU index for one process (under Horovod: local rank)")
     run.add_argument("--fp16-allreduce", action="store_true", help="exchange gradients in float16")
