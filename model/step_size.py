@@ -21,6 +21,7 @@ LARGEST_SGD_GLOBAL_BATCH = 64
 # (10 epochs) lr 1 / 2 gave 0.715 / 0.728, AG lr 2 fell to 0.816 (0.876 at lr 0.5, 5 epochs).
 DEFAULT_LR = {"sgd": 0.1, "adagrad": 1.0}
 
+
 def choose_optimizer(name: str, global_batch: int) -> str:
     """The rule a run uses: `name`, or for "auto" the one suited to `global_batch` documents a step."""
     if name != "auto":
