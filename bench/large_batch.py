@@ -32,6 +32,7 @@ import time
 
 from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
 from fasttext_horovod.model.checkpoint import write_json_atomic
+from fasttext_horovod.model.step_size import default_lr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -183,7 +184,7 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024, 4096, 8192])
     parser.add_argument("--optimizers", nargs="+", default=["sgd", "adagrad"])
     parser.add_argument("--lr", nargs="*", default=["sgd=0.25"], metavar="RULE=LR",
-                        help="learning rate per rule (default: sgd=0.25, the paper's; others: the rule's default)")
+                        help="learning rate per rule (default: sgd=0.25, the paper's; others: the rule's default for the batch)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epoch", type=int, default=5)
     parser.add_argument("--long-epoch", type=int, default=10, help="epochs from --long-from documents a step")
@@ -204,9 +205,10 @@ def main():
             for optimizer in args.optimizers:
                 for batch in args.batches:
                     epoch = args.long_epoch if batch >= args.long_from else args.epoch
-                    runs = [run_ours(data_dir, optimizer, batch, epoch, seed, lrs.get(optimizer),
-                                     tempfile.mkdtemp(dir=scratch)) for seed in range(args.seeds)]
-                    row = {"optimizer": optimizer, "global_batch": batch, "epoch": epoch, "lr": lrs.get(optimizer),
+                    lr = lrs.get(optimizer) or default_lr(optimizer, batch)
+                    runs = [run_ours(data_dir, optimizer, batch, epoch, seed, lr, tempfile.mkdtemp(dir=scratch))
+                            for seed in range(args.seeds)]
+                    row = {"optimizer": optimizer, "global_batch": batch, "epoch": epoch, "lr": lr,
                            **summarize(runs, reference), "runs": runs}
                     rows.append(row)
                     print(f"{name} {optimizer} batch {batch}: accuracy {row['accuracy']:.4f} {row['accuracies']}",
