@@ -340,7 +340,10 @@ class Autotune:
         test file is kept for the final model."""
         # Unless --batch-size was given, each trial's lr gets its own stable batch, as a run at that lr would.
         batch_size = self.config.batch_size if self.batch_size_given else None
-        return replace(self.config, **asdict(settings), batch_size=batch_size, model_dir=self._trial_dir(number),
+        # The searched rates are fastText's, and the default batch is SGD's: --optimizer auto means SGD then.
+        optimizer = "sgd" if self.config.optimizer == "auto" and not self.batch_size_given else self.config.optimizer
+        return replace(self.config, **asdict(settings), batch_size=batch_size, optimizer=optimizer,
+                       model_dir=self._trial_dir(number),
                        logdir=self._logdir(f"trial-{number:03d}"), valid=self.validation, test=None,
                        checkpoint_every_epoch=False)  # a trial is never resumed: only its final model
 

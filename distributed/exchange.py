@@ -14,7 +14,7 @@ more on the CPU, which outweighs the bytes here. The output matrix is labels x d
 thousand floats for the paper's datasets), so gathering N copies of it costs less than a
 collective of its own; all-reducing it would pay off only with a large label set.
 
-Gradients are *summed*, never averaged (see model/sgd.py). For a world of one the exchange is the identity,
+Gradients are *summed*, never averaged (see model/optimizers.py). For a world of one the exchange is the identity,
 so the training loop has one path.
 """
 import time

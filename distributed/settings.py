@@ -15,7 +15,7 @@ from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.shards import CorpusSettings
 from fasttext_horovod.model.checkpoint import MAX_WORD_NGRAMS
 from fasttext_horovod.model.losses import LOSSES
-from fasttext_horovod.model.step_size import default_batch_size
+from fasttext_horovod.model.step_size import DEFAULT_LR, OPTIMIZERS, default_batch_size, default_lr
 
 from .launcher import launched_size
 
@@ -49,7 +49,8 @@ class TrainConfig:
     patience: int = setting(2, "epochs without improvement before early stopping", OUTPUT)
     checkpoint_every_epoch: bool = setting(True, "False: only the final (or best) model, for runs never resumed",
                                            OUTPUT, cli=False)
-    lr: float = setting(0.1, "learning rate (with --dataset: the dataset's)", FASTTEXT)
+    lr: Optional[float] = setting(None, "learning rate (default: the rule's, see --optimizer; for sgd 0.1, or "
+                                        "the dataset's with --dataset)", FASTTEXT)
     dim: int = setting(100, "size of word vectors", FASTTEXT)
     epoch: int = setting(5, "number of epochs", FASTTEXT)
     word_ngrams: int = setting(1, "max length of word n-grams", FASTTEXT)
@@ -61,8 +62,13 @@ class TrainConfig:
     pretrained_vectors: Optional[str] = setting(None, "initialise word rows from a .vec text file (fastText/word2vec) "
                                                       "of the same --dim", FASTTEXT, metavar="FILE.vec")
     k: int = setting(1, "k of precision/recall@k in evaluation", FASTTEXT)
-    batch_size: Optional[int] = setting(None, "documents per step per rank (default: the largest the learning "
-                                              "rate allows, at most 64; see model/sgd.py)", RUN)
+    batch_size: Optional[int] = setting(None, "documents per step per rank (default: the largest fastText's "
+                                              "SGD allows at the learning rate, at most 64; see "
+                                              "model/optimizers.py)", RUN)
+    optimizer: str = setting("auto", "sgd: fastText's (summed gradients, per-example lr); adagrad: row-wise "
+                                     "Adagrad with warm-up, for large global batches; auto: sgd up to 64 "
+                                     "documents a step (all ranks together), adagrad above", RUN,
+                             choices=OPTIMIZERS)
     seed: int = setting(0, "seeds initialisation, shuffling and held-out draws", RUN)
     gpu: Optional[int] = setting(None, "GPU index for one process (under Horovod: the local rank's GPU)", RUN)
     fp16_allreduce: bool = setting(False, "exchange gradients in float16", RUN)
@@ -72,11 +78,15 @@ class TrainConfig:
     log_every: int = setting(50, "steps between loss/throughput logs", RUN)
 
     def __post_init__(self):
-        """Fill the batch default and refuse impossible values, for the command line and library callers alike."""
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        """Fill the batch and lr defaults and refuse impossible values, for the command line and library
+        callers alike."""
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise InputError("--lr", f"must be a positive number, got {self.lr}")
+        dataset_lr = DATASETS[self.dataset].lr if self.dataset else None  # fastText's SGD rate for the dataset
         if self.batch_size is None:
-            self.batch_size = default_batch_size(self.lr, launched_size())
+            self.batch_size = default_batch_size(self.lr or dataset_lr or DEFAULT_LR["sgd"], launched_size())
+        if self.lr is None:
+            self.lr = default_lr(self.optimizer, self.batch_size * launched_size(), dataset_lr)
         if not self.train:
             raise InputError("--train", "give a training file (or --dataset NAME)")
         for name in ("dim", "epoch", "word_ngrams", "bucket", "batch_size", "num_shards", "k", "log_every",

@@ -5,9 +5,10 @@ identity. Read top to bottom, it is fastText's `trainThread` in mini-batches.
 
 N ranks. The global batch is N x --batch-size documents, and the batches depend only on
 it (see `BatchStream`), so N ranks with --batch-size B train exactly as one process with
---batch-size N*B. The learning rate needs no scaling with N (summed gradients: see
-model/sgd.py); every rank learns the step's global token count from the exchange and
-applies the same rate.
+--batch-size N*B. The update rule (fastText's summed SGD for small global batches,
+row-wise Adagrad for large ones: model/optimizers.py) sees the global batch's summed
+gradients, so the learning rate needs no scaling with N; every rank learns the step's
+global token count from the exchange and applies the same rate.
 """
 import math
 import os
@@ -33,7 +34,8 @@ from fasttext_horovod.model.inference import (
     encode_labelled_file,
     evaluate,
 )
-from fasttext_horovod.model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
+from fasttext_horovod.model.optimizers import build_optimizer
+from fasttext_horovod.model.step_size import choose_optimizer
 from fasttext_horovod.model.tensors import batch_tensors, to_device
 
 from .dashboard import Dashboard, training_hparams
@@ -152,6 +154,8 @@ class Trainer:
         self.touched = np.zeros(self.dictionary.num_input_rows, dtype=bool)
         # Horovod: the global batch is size x --batch-size documents (the learning rate needs no scaling).
         self.global_batch_size = config.batch_size * world.size
+        self.optimizer = build_optimizer(choose_optimizer(config.optimizer, self.global_batch_size),
+                                         self.dictionary.num_input_rows, self.model.output_matrix.shape, self.ctx)
         self.progress = Progress()
         self.validation = Validation(config.patience if config.early_stopping else None)
         self.valid_docs = self._validation_documents() if world.is_root else None
@@ -164,6 +168,8 @@ class Trainer:
                 self._load_pretrained_vectors()
         # Horovod: every rank starts from rank 0's parameters and position.
         world.broadcast_parameters(self.model.collect_params())
+        if config.resume:
+            self._broadcast_optimizer_state()
         self.progress = Progress(*map(int, world.broadcast(np.array(astuple(self.progress)), name="progress")))
         self.exchange = GradientExchange(world, self.dictionary.num_input_rows, config.fp16_allreduce)
         # Horovod: each rank reads only its own shards.
@@ -189,7 +195,13 @@ class Trainer:
             raise CheckpointError(f"{self.checkpoint_path}: checkpoint was trained on other data: its corpus "
                                   f"fingerprint is {meta['corpus']}, --train {self.config.train} gives "
                                   f"{self.corpus_key}")
+        saved_optimizer = meta.get("optimizer", "sgd")
+        if saved_optimizer != self.optimizer.name:
+            raise CheckpointError(f"{self.checkpoint_path}: cannot resume, the checkpoint trained with --optimizer "
+                                  f"{saved_optimizer} and this run would use {self.optimizer.name} (global batch "
+                                  f"{self.global_batch_size}): give --optimizer {saved_optimizer}")
         self._load_weights(arrays)
+        self.optimizer.load_state_arrays(arrays["input_rows"], arrays)
         self.progress = Progress(**meta["progress"])
         saved_validation = {**asdict(Validation()), **(meta.get("validation") or {})}  # none when imported
         self.validation = Validation(self.validation.patience, saved_validation["best_accuracy"],
@@ -201,6 +213,17 @@ class Trainer:
     def _load_weights(self, arrays: dict):
         self.model.load_state_arrays(arrays)
         self.touched[arrays["input_rows"]] = True
+
+    def _broadcast_optimizer_state(self):
+        """Horovod: every rank continues from rank 0's optimizer state for the touched rows."""
+        if self.world.size == 1:
+            return
+        count = int(self.world.broadcast(np.array([self.touched.sum()]), name="optimizer_rows")[0])
+        ids = self.world.broadcast(np.flatnonzero(self.touched) if self.world.is_root else np.zeros(count, np.int64),
+                                   name="optimizer_row_ids")
+        state = {key: self.world.broadcast(value, name=f"optimizer_{key}")
+                 for key, value in self.optimizer.state_arrays(ids).items()}
+        self.optimizer.load_state_arrays(ids, state)
 
     def _load_pretrained_vectors(self):
         """fastText's `-pretrainedVectors`: each vocabulary word found in the file starts from its vector."""
@@ -224,10 +247,12 @@ class Trainer:
         if not self.world.is_root:
             return
         arrays = {**self.model.state_arrays(self.touched), **self.dictionary.to_arrays()}
+        arrays.update(self.optimizer.state_arrays(arrays["input_rows"]))
         meta = checkpoint_meta(asdict(self.config), asdict(self.progress), finished, self.names, self.num_classes,
                                self.world.size,
                                TEXT_NORMALIZATION if detect_format(self.config.train) == "csv" else None,
-                               metrics, asdict(self.validation), corpus=self.corpus_key)
+                               metrics, asdict(self.validation), corpus=self.corpus_key,
+                               optimizer=self.optimizer.name)
         save_checkpoint(path or self.checkpoint_path, arrays, meta)
 
     # -- one step ----------------------------------------------------------------------------
@@ -248,9 +273,8 @@ class Trainer:
         return loss, rows.grad.data, model.output_matrix.grad(ctx)
 
     def _apply(self, row_ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
-        if len(row_ids):
-            sparse_sgd_step(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads, lr)
-        dense_sgd_step(self.model.output_matrix.data(self.ctx), output_grad, lr)
+        self.optimizer.apply(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads,
+                             self.model.output_matrix.data(self.ctx), output_grad, lr)
 
     def _step(self, batch: Batch, lr: float, signalled: bool, late: bool):
         """One SGD step; returns (summed loss of this rank's documents,
@@ -264,9 +288,11 @@ class Trainer:
         return loss, counts
 
     def _step_alone(self, batch: Batch):
-        """A world-of-one step at learning rate 0: a step's work, the weights unchanged."""
+        """A world-of-one step at learning rate 0: a step's work, the weights and optimizer state unchanged."""
         loss, row_grads, output_grad = self._gradients(batch)
+        state = self.optimizer.state_arrays(batch.unique_ids)
         self._apply(batch.unique_ids, row_grads, output_grad, lr=0.0)
+        self.optimizer.load_state_arrays(batch.unique_ids, state)
         loss.wait_to_read()
 
     def _measure_single_worker_rate(self) -> Optional[float]:
@@ -314,7 +340,7 @@ class Trainer:
             while progress.epoch < config.epoch:
                 started = time.perf_counter()
                 for batch in self.stream.epoch(progress.epoch, progress.batch):
-                    lr = linear_decay_lr(config.lr, progress.tokens / self.total_tokens)
+                    lr = self.optimizer.learning_rate(config.lr, progress.tokens / self.total_tokens)
                     late = deadline is not None and time.monotonic() > deadline
                     loss, (_, global_tokens, signalled, out_of_time) = self._step(batch, lr, stop.signum is not None,
                                                                                   late)
@@ -400,7 +426,7 @@ class Trainer:
             raise NonFiniteLoss(f"loss became {loss} at epoch {self.progress.epoch + 1}, step {self.progress.step}: "
                                 f"lower --lr (now {self.config.lr}) or --batch-size (now {self.config.batch_size} "
                                 f"per rank): lr x global batch ({self.config.lr * self.global_batch_size:g}) sets "
-                                f"how far a step moves (see model/sgd.py)")
+                                f"how far a step moves (see model/optimizers.py)")
 
     def _run_metrics(self, run: dict, seconds: float) -> dict:
         """The metrics JSON's training part: throughput over the training steps and how it scaled."""

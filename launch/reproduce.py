@@ -64,7 +64,7 @@ def run_one(spec, word_ngrams: int, args, world) -> dict:
     config = TrainConfig(train=spec.train_path(args.data_root), dataset=spec.name, lr=spec.lr,
                          model_dir=os.path.join(args.runs_dir, f"{spec.name}-{word_ngrams}gram"),
                          cache_dir=args.cache_dir, dim=args.dim, epoch=args.epoch, word_ngrams=word_ngrams,
-                         bucket=args.bucket, gpu=args.gpu, seed=args.seed)
+                         bucket=args.bucket, gpu=args.gpu, seed=args.seed, optimizer="sgd")  # the paper's
     trainer = Trainer(config, world)
     metrics = trainer.train()
     result = {"seconds_per_epoch": metrics["train_seconds"] / args.epoch,

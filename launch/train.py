@@ -40,15 +40,15 @@ def parse_args(argv=None):
 
 
 def build_config(args):
-    """The run's TrainConfig: --dataset fills --train, --test and --lr where they were not given."""
+    """The run's TrainConfig: --dataset fills --train and --test where they were not given (and
+    TrainConfig takes the dataset's --lr where that is the default)."""
     from fasttext_horovod.data_pipeline.datasets import DATASETS
     from fasttext_horovod.distributed.settings import config_from_args
     resolved = {}
     if args.dataset:
         spec = DATASETS[args.dataset]
         resolved = dict(train=args.train or spec.train_path(args.data_root),
-                        test=args.test or spec.test_path(args.data_root),
-                        lr=spec.lr if args.lr is None else args.lr)
+                        test=args.test or spec.test_path(args.data_root))
     return config_from_args(args, **resolved)
 
 

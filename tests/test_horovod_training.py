@@ -8,8 +8,10 @@ same accuracy.
 import json
 import re
 
+import numpy as np
 import pytest
 from conftest import AG_NEWS, write_sample
+from fasttext_horovod.model.checkpoint import load_checkpoint
 from horovod_jobs import CONTROLLERS, TRAIN_SETTINGS, assert_same_weights, run, train_command
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -115,6 +117,19 @@ def test_world_is_on_the_dashboard_and_the_layout_has_the_scaling_charts(runs):
     assert [chart.title for chart in layout.category[3].chart] == [
         "efficiency against the ideal (1.0)", "seconds per step: compute vs communicate",
         "bytes per step: sparse exchange vs dense all-reduce"]
+
+
+def test_two_ranks_at_a_large_global_batch_train_adagrad_as_one_process(tmp_path):
+    """Global batch 1,024 (auto: row-wise Adagrad): 2 ranks x 512 end with 1 process x 1,024's weights and state."""
+    single = train(tmp_path, "none", 1, 1024)
+    ranks = train(tmp_path, "gloo", 2, 512)
+    assert_same_weights(ranks, single)
+    (single_state, single_meta), (ranks_state, ranks_meta) = (load_checkpoint(str(d / "checkpoint.npz"))
+                                                              for d in (single, ranks))
+    assert single_meta["optimizer"] == ranks_meta["optimizer"] == "adagrad"
+    for name in ("row_history", "output_history"):
+        np.testing.assert_allclose(ranks_state[name], single_state[name], rtol=1e-4, err_msg=name)
+    assert metrics(single)["accuracy"] > 0.8
 
 
 def test_ranks_with_empty_shares_of_a_step_still_match_one_process(tmp_path):
