@@ -94,6 +94,13 @@ def memory_cap(headroom: int = MEMORY_HEADROOM):
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+def written(directory: Path, name: str, data: bytes) -> Path:
+    """`data` as the file `directory/name`, the case a reader is handed."""
+    path = directory / name
+    path.write_bytes(data)
+    return path
+
+
 def valid_or_refused(read: Callable, path, errors: tuple):
     """`read()`'s result, or None when it refused the file with one of `errors`, whose message
     must be one line naming `path`. Anything else (another exception, MemoryError past the

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fuzzing import fuzz_settings, mutated, valid_or_refused
+from fuzzing import fuzz_settings, mutated, valid_or_refused, written
 from hypothesis import given
 from hypothesis import strategies as st
 from test_download import TINY, build_archive
@@ -45,16 +45,14 @@ def check_archive(archive: Path):
 @fuzz_settings(GZIP_CASES)
 @given(data=mutated(VALID_ARCHIVE))
 def test_fuzzed_gzip_bytes_are_extracted_or_refused(workdir, data):
-    path = workdir / "archive.tar.gz"
-    path.write_bytes(data)
+    path = written(workdir, "archive.tar.gz", data)
     check_archive(path)
 
 
 @fuzz_settings(TAR_CASES)
 @given(tar=mutated(VALID_TAR, TAR_FIELDS), level=st.sampled_from([1, 9]))
 def test_fuzzed_tar_members_are_extracted_or_refused(workdir, tar, level):
-    path = workdir / "archive.tar.gz"
-    path.write_bytes(gzip.compress(tar, compresslevel=level))
+    path = written(workdir, "archive.tar.gz", gzip.compress(tar, compresslevel=level))
     check_archive(path)
 
 

@@ -17,7 +17,14 @@ import mxnet as mx
 import numpy as np
 import pytest
 from conftest import AG_NEWS
-from fuzzing import INTERESTING, fuzz_settings, mutated, struct_fields, valid_or_refused
+from fuzzing import (
+    INTERESTING,
+    fuzz_settings,
+    mutated,
+    struct_fields,
+    valid_or_refused,
+    written,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,9 +34,18 @@ from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.readers import read_records
 from fasttext_horovod.model import fasttext_binary
-from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
+from fasttext_horovod.model.checkpoint import (
+    CheckpointError,
+    checkpoint_meta,
+    load_checkpoint,
+    save_checkpoint,
+)
 from fasttext_horovod.model.fasttext_interop import _checkpoint_from_fasttext
-from fasttext_horovod.model.inference import encode_texts, predict, trained_model_from_arrays
+from fasttext_horovod.model.inference import (
+    encode_texts,
+    predict,
+    trained_model_from_arrays,
+)
 
 BIN_CASES, FTZ_CASES, CHECKPOINT_BYTE_CASES, CHECKPOINT_FIELD_CASES = 1500, 1000, 800, 700
 ERRORS = (CheckpointError, InputError)
@@ -86,16 +102,14 @@ def check_fasttext_file(path: Path):
 @fuzz_settings(BIN_CASES)
 @given(data=mutated(FASTTEXT_FILES["model.bin"], header_fields(FASTTEXT_FILES["model.bin"])))
 def test_fuzzed_fasttext_bin_is_read_or_refused_with_one_line(workdir, data):
-    path = workdir / "model.bin"
-    path.write_bytes(data)
+    path = written(workdir, "model.bin", data)
     check_fasttext_file(path)
 
 
 @fuzz_settings(FTZ_CASES)
 @given(data=mutated(FASTTEXT_FILES["model.ftz"], header_fields(FASTTEXT_FILES["model.ftz"])))
 def test_fuzzed_fasttext_ftz_is_read_or_refused_with_one_line(workdir, data):
-    path = workdir / "model.ftz"
-    path.write_bytes(data)
+    path = written(workdir, "model.ftz", data)
     check_fasttext_file(path)
 
 
@@ -144,8 +158,7 @@ def check_checkpoint(path: Path):
 @fuzz_settings(CHECKPOINT_BYTE_CASES)
 @given(data=mutated(VALID_CHECKPOINT))
 def test_fuzzed_checkpoint_bytes_are_loaded_or_refused_with_one_line(workdir, data):
-    path = workdir / "checkpoint.npz"
-    path.write_bytes(data)
+    path = written(workdir, "checkpoint.npz", data)
     check_checkpoint(path)
 
 
@@ -192,6 +205,5 @@ def mutated_checkpoint(draw):
 @fuzz_settings(CHECKPOINT_FIELD_CASES)
 @given(checkpoint=mutated_checkpoint())
 def test_fuzzed_checkpoint_fields_are_loaded_or_refused_with_one_line(workdir, checkpoint):
-    path = workdir / "fields.npz"
-    path.write_bytes(checkpoint_bytes(*checkpoint))
+    path = written(workdir, "fields.npz", checkpoint_bytes(*checkpoint))
     check_checkpoint(path)

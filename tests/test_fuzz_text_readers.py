@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import AG_NEWS
-from fuzzing import INTERESTING, fuzz_settings, mutated, valid_or_refused
+from fuzzing import INTERESTING, fuzz_settings, mutated, valid_or_refused, written
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -53,16 +53,14 @@ def read_and_encode(path: Path, num_classes=None):
 @fuzz_settings(CSV_CASES)
 @given(data=mutated(sample_csv()))
 def test_fuzzed_csv_is_read_or_refused_with_one_line(workdir, data):
-    path = workdir / "train.csv"
-    path.write_bytes(data)
+    path = written(workdir, "train.csv", data)
     valid_or_refused(lambda: read_and_encode(path, num_classes=4), path, (InputError,))
 
 
 @fuzz_settings(FASTTEXT_CASES)
 @given(data=mutated(sample_fasttext_lines()))
 def test_fuzzed_fasttext_lines_are_read_or_refused_with_one_line(workdir, data):
-    path = workdir / "train.txt"
-    path.write_bytes(data)
+    path = written(workdir, "train.txt", data)
     valid_or_refused(lambda: read_and_encode(path), path, (InputError,))
 
 
@@ -85,8 +83,7 @@ headers = st.tuples(st.sampled_from(INTERESTING) | st.integers(0, 40), st.sample
 @fuzz_settings(VEC_CASES)
 @given(data=mutated(VALID_VEC) | headers.map(lambda h: b"%d %d\n" % h + BODY))
 def test_fuzzed_vec_is_read_or_refused_with_one_line(workdir, data):
-    path = workdir / "vectors.vec"
-    path.write_bytes(data)
+    path = written(workdir, "vectors.vec", data)
     vectors = valid_or_refused(lambda: read_vectors(str(path), DIM), path, (InputError,))
     if vectors is not None:
         assert vectors.vectors.shape == (len(vectors.words), DIM) and np.isfinite(vectors.vectors).all()
