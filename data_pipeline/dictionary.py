@@ -11,6 +11,7 @@ words and buckets it does not keep are dropped from a line, as fastText's `pushH
 """
 from collections import Counter
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -37,6 +38,26 @@ def hash_token(token: bytes) -> int:
         h ^= byte | 0xFFFFFF00 if byte > 127 else byte
         h = (h * _FNV_PRIME) & 0xFFFFFFFF
     return h - (1 << 32) if h >= (1 << 31) else h
+
+
+def hash_tokens(tokens: Sequence[bytes]) -> np.ndarray:
+    """`hash_token` of many tokens at once (int32), vectorised over byte positions.
+
+    Tokens are visited longest first, so byte position j updates a prefix of them; the
+    uint32 arithmetic wraps exactly as fastText's does.
+    """
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    data = np.frombuffer(b"".join(tokens), dtype=np.uint8)
+    longest_first = np.argsort(-lengths, kind="stable")
+    negated_lengths, starts = -lengths[longest_first], offsets_of(lengths)[:-1][longest_first]
+    h = np.full(len(tokens), _FNV_OFFSET, dtype=np.uint32)
+    for j in range(int(lengths.max(initial=0))):
+        active = int(np.searchsorted(negated_lengths, -j))  # tokens longer than j
+        signed = data[starts[:active] + j].view(np.int8).astype(np.int32).view(np.uint32)
+        h[:active] = (h[:active] ^ signed) * np.uint32(_FNV_PRIME)
+    hashes = np.empty(len(tokens), dtype=np.uint32)
+    hashes[longest_first] = h
+    return hashes.view(np.int32)
 
 
 def word_ngram_buckets(hashes: np.ndarray, doc_ends: np.ndarray, n: int, bucket: int) -> np.ndarray:
@@ -75,6 +96,18 @@ class TokenIndex:
     def add(self, tokens: Sequence[bytes]) -> List[int]:
         positions = self.positions
         return [positions.setdefault(token, len(positions)) for token in tokens]
+
+    def add_distinct(self, tokens: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
+        """Positions (int64) of distinct tokens, given in order of first occurrence, and which of them are new.
+
+        Tokens not yet indexed are appended in the order given, so feeding the distinct
+        tokens of consecutive pieces of a file keeps the file's order of first occurrence.
+        """
+        positions = np.fromiter(map(self.positions.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
+        new = np.flatnonzero(positions < 0)
+        positions[new] = np.arange(len(self.positions), len(self.positions) + len(new))
+        self.positions.update(zip([tokens[i] for i in new.tolist()], positions[new].tolist()))
+        return positions, new
 
     @property
     def tokens(self) -> List[bytes]:
@@ -202,16 +235,14 @@ class Dictionary:
     def label_id(self, label: bytes) -> int:
         return self._label_ids.get(label, -1)
 
-    def table(self, tokens: Sequence[bytes]) -> TokenTable:
-        """The `TokenTable` of these distinct tokens."""
+    def table(self, tokens: Sequence[bytes], hashes: Optional[np.ndarray] = None) -> TokenTable:
+        """The `TokenTable` of these distinct tokens; `hashes`, if given, are their `hash_tokens`."""
         is_label = np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
-        word_ids, label_ids = self._word_ids.get, self._label_ids.get
+        hashes = hash_tokens(tokens) if hashes is None else hashes
         return TokenTable(
-            np.fromiter((word_ids(t, -1) for t in tokens), dtype=np.int64, count=len(tokens)),
-            np.fromiter((label_ids(t, -1) for t in tokens), dtype=np.int64, count=len(tokens)),
-            is_label,
-            np.fromiter((0 if lab else hash_token(t) for t, lab in zip(tokens, is_label)),
-                        dtype=np.int32, count=len(tokens)),
+            np.fromiter(map(self._word_ids.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens)),
+            np.fromiter(map(self._label_ids.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens)),
+            is_label, np.where(is_label, 0, hashes).astype(np.int32),
             tokens.index(EOS) if EOS in tokens else -1)
 
     def encode_positions(self, positions: np.ndarray, lengths: np.ndarray, table: TokenTable) -> EncodedLines:
