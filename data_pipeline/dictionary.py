@@ -16,7 +16,6 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cxx_sort import cxx_sort_order
 from .normalize import LABEL_PREFIX
 from .ragged import offsets_of
 from .readers import EOS
@@ -218,6 +217,8 @@ class Dictionary:
         The order of first occurrence decides how libstdc++'s unstable sort places
         entries of equal count, so it must be the file's.
         """
+        from .cxx_sort import cxx_sort_order  # here, not at the top: numba's import costs a second, and
+        # only building a dictionary needs it (prediction, evaluation and export load one)
         kinds = np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
         # Dictionary::threshold: std::sort by (type asc, count desc), then drop rare entries.
         max_count = int(counts.max(initial=0)) + 1

@@ -42,7 +42,10 @@ def ordered_map(function: Callable, tasks: Iterable, workers: int, in_flight: in
 
     def results():
         for task in tasks:
-            pending.append((task, executor.submit(function, task)))
+            try:
+                pending.append((task, executor.submit(function, task)))
+            except BrokenProcessPool:  # noticed before the dead worker's own task was awaited
+                raise on_worker_death(pending[0][0] if pending else task) from None
             if len(pending) >= in_flight:
                 yield _result(*pending.popleft(), on_worker_death)
         while pending:
