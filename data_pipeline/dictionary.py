@@ -30,7 +30,8 @@ def hash_token(token: bytes) -> int:
     """fastText's `Dictionary::hash`: FNV-1a over bytes read as *signed* chars, as int32.
 
     A byte >= 0x80 is sign-extended before the xor (`uint32_t(int8_t(c))`); the result is
-    returned as the signed int32 fastText stores in its `word_hashes` vector.
+    returned as the signed int32 fastText stores in its `word_hashes` vector. This is the
+    rule as fastText writes it; `hash_tokens` computes it for many tokens at once.
     """
     h = _FNV_OFFSET
     for byte in token:

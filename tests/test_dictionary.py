@@ -12,7 +12,7 @@ import fasttext
 import numpy as np
 import pytest
 
-from fasttext_horovod.data_pipeline.dictionary import Dictionary, hash_token, word_ngram_buckets
+from fasttext_horovod.data_pipeline.dictionary import Dictionary, hash_token, hash_tokens, word_ngram_buckets
 from fasttext_horovod.data_pipeline.readers import read_csv_records, tokenize
 
 DATA = Path(__file__).resolve().parents[1] / "samples" / "ag_news_mini"
@@ -217,3 +217,9 @@ def test_ngram_buckets_match_fasttexts_formula_written_with_wrapping_ints():
                 continue
             h = ctypes.c_uint64(h.value * 116049371 + ctypes.c_uint64(int(hashes[j])).value)
             assert got[i, order - 2] == h.value % BUCKET
+
+
+def test_vectorised_hashes_equal_the_one_token_rule_on_every_real_token_and_odd_bytes(train_records):
+    tokens = list(dict.fromkeys(t for r in train_records for t in r.tokens))
+    tokens += [b"", bytes(range(256)), b"\xff" * 300, "naïve café".encode(), b"\x80a"]
+    assert hash_tokens(tokens).tolist() == [hash_token(t) for t in tokens]
