@@ -11,12 +11,11 @@ words and buckets it does not keep are dropped from a line, as fastText's `pushH
 """
 from collections import Counter
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cxx_sort import cxx_sort_order
 from .normalize import LABEL_PREFIX
 from .ragged import offsets_of
 from .readers import EOS
@@ -31,7 +30,8 @@ def hash_token(token: bytes) -> int:
     """fastText's `Dictionary::hash`: FNV-1a over bytes read as *signed* chars, as int32.
 
     A byte >= 0x80 is sign-extended before the xor (`uint32_t(int8_t(c))`); the result is
-    returned as the signed int32 fastText stores in its `word_hashes` vector.
+    returned as the signed int32 fastText stores in its `word_hashes` vector. This is the
+    rule as fastText writes it; `hash_tokens` computes it for many tokens at once.
     """
     h = _FNV_OFFSET
     for byte in token:
@@ -107,6 +107,18 @@ class TokenIndex:
     def add(self, tokens: Sequence[bytes]) -> List[int]:
         positions = self.positions
         return [positions.setdefault(token, len(positions)) for token in tokens]
+
+    def add_distinct(self, tokens: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
+        """Positions (int64) of distinct tokens, given in order of first occurrence, and which of them are new.
+
+        Tokens not yet indexed are appended in the order given, so feeding the distinct
+        tokens of consecutive pieces of a file keeps the file's order of first occurrence.
+        """
+        positions = np.fromiter(map(self.positions.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
+        new = np.flatnonzero(positions < 0)
+        positions[new] = np.arange(len(self.positions), len(self.positions) + len(new))
+        self.positions.update(zip([tokens[i] for i in new.tolist()], positions[new].tolist()))
+        return positions, new
 
     @property
     def tokens(self) -> List[bytes]:
@@ -217,6 +229,8 @@ class Dictionary:
         The order of first occurrence decides how libstdc++'s unstable sort places
         entries of equal count, so it must be the file's.
         """
+        from .cxx_sort import cxx_sort_order  # here, not at the top: numba's import costs a second, and
+        # only building a dictionary needs it (prediction, evaluation and export load one)
         kinds = np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
         # Dictionary::threshold: std::sort by (type asc, count desc), then drop rare entries.
         max_count = int(counts.max(initial=0)) + 1
@@ -234,15 +248,14 @@ class Dictionary:
     def label_id(self, label: bytes) -> int:
         return self._label_ids.get(label, -1)
 
-    def table(self, tokens: Sequence[bytes]) -> TokenTable:
-        """The `TokenTable` of these distinct tokens."""
+    def table(self, tokens: Sequence[bytes], hashes: Optional[np.ndarray] = None) -> TokenTable:
+        """The `TokenTable` of these distinct tokens; `hashes`, if given, are their `hash_tokens`."""
         is_label = np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
-        word_ids, label_ids = self._word_ids.get, self._label_ids.get
+        hashes = hash_tokens(tokens) if hashes is None else hashes
         return TokenTable(
-            np.fromiter((word_ids(t, -1) for t in tokens), dtype=np.int64, count=len(tokens)),
-            np.fromiter((label_ids(t, -1) for t in tokens), dtype=np.int64, count=len(tokens)),
-            is_label,
-            np.where(is_label, 0, hash_tokens(tokens)).astype(np.int32),
+            np.fromiter(map(self._word_ids.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens)),
+            np.fromiter(map(self._label_ids.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens)),
+            is_label, np.where(is_label, 0, hashes).astype(np.int32),
             tokens.index(EOS) if EOS in tokens else -1)
 
     def encode_positions(self, positions: np.ndarray, lengths: np.ndarray, table: TokenTable) -> EncodedLines:

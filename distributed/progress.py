@@ -21,10 +21,13 @@ class ProgressReporter:
         self.start = time.perf_counter()
         self.last_print = 0.0
         self.done = 0
+        self.bytes_done = 0
 
-    def update(self, n: int, done_before: int = 0, **fields):
-        """Add `n` units; `done_before` counts units finished in an earlier (resumed) run."""
+    def update(self, n: int, done_before: int = 0, nbytes: int = 0, **fields):
+        """Add `n` units (and `nbytes` of input, shown as MB/s); `done_before` counts units
+        finished in an earlier (resumed) run."""
         self.done += n
+        self.bytes_done += nbytes
         now = time.perf_counter()
         finished = self.total is not None and self.done + done_before >= self.total
         if now - self.last_print < (0.1 if self.interactive else self.log_every_s) and not finished:
@@ -32,6 +35,8 @@ class ProgressReporter:
         self.last_print = now
         rate = self.done / max(now - self.start, 1e-9)
         extra = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        if self.bytes_done:
+            extra = f"{self.bytes_done / max(now - self.start, 1e-9) / 1e6:,.1f} MB/s {extra}"
         if self.total is None:
             line = f"{self.done:,} {self.unit} {rate:,.0f}/s {extra}"
         else:

@@ -23,6 +23,7 @@ from mxnet import autograd
 
 from fasttext_horovod.data_pipeline.batching import Batch, BatchStream
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
+from fasttext_horovod.data_pipeline.prefetch import prefetched
 from fasttext_horovod.data_pipeline.readers import detect_format, read_class_names
 from fasttext_horovod.data_pipeline.vectors import read_vectors
 from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
@@ -339,7 +340,7 @@ class Trainer:
         with StopRequest() as stop:
             while progress.epoch < config.epoch:
                 started = time.perf_counter()
-                for batch in self.stream.epoch(progress.epoch, progress.batch):
+                for batch in prefetched(self.stream.epoch(progress.epoch, progress.batch)):
                     lr = self.optimizer.learning_rate(config.lr, progress.tokens / self.total_tokens)
                     late = deadline is not None and time.monotonic() > deadline
                     loss, (_, global_tokens, signalled, out_of_time) = self._step(batch, lr, stop.signum is not None,

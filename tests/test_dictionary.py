@@ -227,3 +227,9 @@ def test_hash_tokens_equals_hash_token_for_every_length_and_byte():
               for length in rng.choice([0, 1, 2, 7, 63, 64, 65, 300], size=2000)]
     for some in (tokens, tokens[:10], []):  # numpy's way, and one by one for a few tokens
         assert hash_tokens(some).tolist() == [hash_token(token) for token in some]
+
+
+def test_vectorised_hashes_equal_the_one_token_rule_on_every_real_token_and_odd_bytes(train_records):
+    tokens = list(dict.fromkeys(t for r in train_records for t in r.tokens))
+    tokens += [b"", bytes(range(256)), b"\xff" * 300, "naïve café".encode(), b"\x80a"]
+    assert hash_tokens(tokens).tolist() == [hash_token(t) for t in tokens]
