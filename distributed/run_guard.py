@@ -104,9 +104,13 @@ def claimed_outputs(model_dir: str, cache_dir: str, logdir: Optional[str], metri
     if launched_rank() not in (None, 0):
         yield
         return
+    created = [path for path in (model_dir, cache_dir, logdir) if path and not os.path.exists(path)]
     check_output_paths(model_dir, cache_dir, logdir, metrics_out)
     lock = ModelDirLock(model_dir)
     try:
         yield
     finally:
         lock.release()
+        for path in reversed(created):  # a run that wrote nothing leaves no empty directory of its own behind
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
