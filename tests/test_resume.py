@@ -5,9 +5,12 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import REPO
 from fasttext_horovod.model.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # each test trains to a checkpoint and back
 
 
 def train_command(data_dir, model_dir, cache_dir, *extra):
