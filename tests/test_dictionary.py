@@ -6,16 +6,15 @@ Its `get_sentence_vector` averages the input-matrix rows of `Dictionary::getLine
 the same vector proves the id lists agree, bucket ids included.
 """
 import ctypes
-from pathlib import Path
 
 import fasttext
 import numpy as np
 import pytest
 
+from conftest import AG_NEWS
 from fasttext_horovod.data_pipeline.dictionary import Dictionary, hash_token, word_ngram_buckets
 from fasttext_horovod.data_pipeline.readers import read_csv_records, tokenize
 
-DATA = Path(__file__).resolve().parents[1] / "samples" / "ag_news_mini"
 BUCKET = 200_000
 # fastText 0.9.3's DenseMatrix::uniform splits the matrix into 10 blocks but only fills
 # blocks 0..thread-1: with fewer than 11 threads rows stay zero, and a zero row cannot tell
@@ -31,12 +30,12 @@ def fasttext_line(tokens) -> str:
 
 @pytest.fixture(scope="module")
 def train_records():
-    return list(read_csv_records(DATA / "train.csv", num_classes=4))
+    return list(read_csv_records(AG_NEWS / "train.csv", num_classes=4))
 
 
 @pytest.fixture(scope="module")
 def test_records():
-    return list(read_csv_records(DATA / "test.csv", num_classes=4))
+    return list(read_csv_records(AG_NEWS / "test.csv", num_classes=4))
 
 
 @pytest.fixture(scope="module")
