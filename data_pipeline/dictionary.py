@@ -11,11 +11,11 @@ words and buckets it does not keep are dropped from a line, as fastText's `pushH
 """
 from collections import Counter
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cxx_sort import cxx_sort_order
 from .normalize import LABEL_PREFIX
 from .ragged import offsets_of
 from .readers import EOS
@@ -30,13 +30,45 @@ def hash_token(token: bytes) -> int:
     """fastText's `Dictionary::hash`: FNV-1a over bytes read as *signed* chars, as int32.
 
     A byte >= 0x80 is sign-extended before the xor (`uint32_t(int8_t(c))`); the result is
-    returned as the signed int32 fastText stores in its `word_hashes` vector.
+    returned as the signed int32 fastText stores in its `word_hashes` vector. This is the
+    rule as fastText writes it; `hash_tokens` computes it for many tokens at once.
     """
     h = _FNV_OFFSET
     for byte in token:
         h ^= byte | 0xFFFFFF00 if byte > 127 else byte
         h = (h * _FNV_PRIME) & 0xFFFFFFFF
     return h - (1 << 32) if h >= (1 << 31) else h
+
+
+_VECTOR_HASH_MAX_LENGTH = 64  # longer tokens (rare) are hashed one by one, not padding every step
+_VECTOR_HASH_MIN_TOKENS = 256  # fewer are hashed one by one: each byte position costs ~10 numpy calls
+
+
+def hash_tokens(tokens: Sequence[bytes]) -> np.ndarray:
+    """`hash_token` of every token (int32), with numpy: one step per byte position, not per byte.
+
+    Tokens are sorted longest first, so the tokens still being hashed at position j are a
+    prefix. uint32 arithmetic wraps mod 2^32, as fastText's does.
+    """
+    if len(tokens) < _VECTOR_HASH_MIN_TOKENS:
+        return np.fromiter(map(hash_token, tokens), dtype=np.int32, count=len(tokens))
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    hashes = np.empty(len(tokens), dtype=np.int32)
+    long = np.flatnonzero(lengths > _VECTOR_HASH_MAX_LENGTH)
+    hashes[long] = [hash_token(tokens[i]) for i in long]
+    short = np.flatnonzero(lengths <= _VECTOR_HASH_MAX_LENGTH)
+    order = short[np.argsort(-lengths[short], kind="stable")]
+    by_length = lengths[order]
+    starts = offsets_of(lengths)[:-1][order]
+    data = np.frombuffer(b"".join(tokens), dtype=np.int8)
+    h = np.full(len(order), _FNV_OFFSET, dtype=np.uint32)
+    for position in range(int(by_length[0]) if len(order) else 0):
+        active = int(np.searchsorted(-by_length, -position, side="left"))  # tokens longer than `position`
+        # uint32(int8(c)): sign-extend each byte, as fastText reads chars signed.
+        h[:active] = (h[:active] ^ data[starts[:active] + position].astype(np.int32).view(np.uint32)) * \
+            np.uint32(_FNV_PRIME)
+    hashes[order] = h.view(np.int32)
+    return hashes
 
 
 def word_ngram_buckets(hashes: np.ndarray, doc_ends: np.ndarray, n: int, bucket: int) -> np.ndarray:
@@ -56,7 +88,7 @@ def word_ngram_buckets(hashes: np.ndarray, doc_ends: np.ndarray, n: int, bucket:
         shift = order - 1
         valid = positions + shift < doc_ends
         nxt = np.zeros_like(extended)
-        nxt[: len(extended) - shift] = extended[shift:]
+        nxt[: max(len(extended) - shift, 0)] = extended[shift:]  # n may exceed the words given
         h = h * _NGRAM_MULTIPLIER + nxt
         out[valid, order - 2] = (h[valid] % np.uint64(bucket)).astype(np.int64)
     return out
@@ -75,6 +107,18 @@ class TokenIndex:
     def add(self, tokens: Sequence[bytes]) -> List[int]:
         positions = self.positions
         return [positions.setdefault(token, len(positions)) for token in tokens]
+
+    def add_distinct(self, tokens: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
+        """Positions (int64) of distinct tokens, given in order of first occurrence, and which of them are new.
+
+        Tokens not yet indexed are appended in the order given, so feeding the distinct
+        tokens of consecutive pieces of a file keeps the file's order of first occurrence.
+        """
+        positions = np.fromiter(map(self.positions.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
+        new = np.flatnonzero(positions < 0)
+        positions[new] = np.arange(len(self.positions), len(self.positions) + len(new))
+        self.positions.update(zip([tokens[i] for i in new.tolist()], positions[new].tolist()))
+        return positions, new
 
     @property
     def tokens(self) -> List[bytes]:
@@ -185,6 +229,8 @@ class Dictionary:
         The order of first occurrence decides how libstdc++'s unstable sort places
         entries of equal count, so it must be the file's.
         """
+        from .cxx_sort import cxx_sort_order  # here, not at the top: numba's import costs a second, and
+        # only building a dictionary needs it (prediction, evaluation and export load one)
         kinds = np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
         # Dictionary::threshold: std::sort by (type asc, count desc), then drop rare entries.
         max_count = int(counts.max(initial=0)) + 1
@@ -202,16 +248,14 @@ class Dictionary:
     def label_id(self, label: bytes) -> int:
         return self._label_ids.get(label, -1)
 
-    def table(self, tokens: Sequence[bytes]) -> TokenTable:
-        """The `TokenTable` of these distinct tokens."""
+    def table(self, tokens: Sequence[bytes], hashes: Optional[np.ndarray] = None) -> TokenTable:
+        """The `TokenTable` of these distinct tokens; `hashes`, if given, are their `hash_tokens`."""
         is_label = np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
-        word_ids, label_ids = self._word_ids.get, self._label_ids.get
+        hashes = hash_tokens(tokens) if hashes is None else hashes
         return TokenTable(
-            np.fromiter((word_ids(t, -1) for t in tokens), dtype=np.int64, count=len(tokens)),
-            np.fromiter((label_ids(t, -1) for t in tokens), dtype=np.int64, count=len(tokens)),
-            is_label,
-            np.fromiter((0 if lab else hash_token(t) for t, lab in zip(tokens, is_label)),
-                        dtype=np.int32, count=len(tokens)),
+            np.fromiter(map(self._word_ids.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens)),
+            np.fromiter(map(self._label_ids.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens)),
+            is_label, np.where(is_label, 0, hashes).astype(np.int32),
             tokens.index(EOS) if EOS in tokens else -1)
 
     def encode_positions(self, positions: np.ndarray, lengths: np.ndarray, table: TokenTable) -> EncodedLines:
@@ -241,10 +285,12 @@ class Dictionary:
 
     def encode_lines(self, lines: Sequence[Sequence[bytes]]) -> EncodedLines:
         """Encode tokenised lines (see `readers.tokenize`)."""
-        index = TokenIndex()
-        positions = np.fromiter((p for tokens in lines for p in index.add(tokens)), dtype=np.int64)
-        lengths = np.fromiter((len(tokens) for tokens in lines), dtype=np.int64, count=len(lines))
-        return self.encode_positions(positions, lengths, self.table(index.tokens))
+        flat = list(chain.from_iterable(lines))
+        distinct = list(dict.fromkeys(flat))  # first-occurrence order, as `TokenIndex`; all in C
+        position_of = dict(zip(distinct, range(len(distinct))))
+        positions = np.fromiter(map(position_of.__getitem__, flat), dtype=np.int64, count=len(flat))
+        lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+        return self.encode_positions(positions, lengths, self.table(distinct))
 
     def encode_many(self, documents: Sequence[Sequence[bytes]]) -> Tuple[np.ndarray, np.ndarray]:
         """Input rows of documents given as words: (flat int64 ids, int64 offsets of len+1)."""

@@ -20,6 +20,8 @@ same call or the next; the archive is renamed into place only when complete. Ext
 writes only regular files and directories whose names stay inside the dataset's directory
 (no absolute paths, no `..`, no links, devices or FIFOs) into a staging directory that is
 renamed into place after every check passed: a failed run leaves no extracted file behind.
+Decompression stops at `_MAX_EXPANSION` times the archive's size (the CSVs compress about
+3:1), so a gzip bomb is refused after a bounded amount of work and disk.
 """
 import gzip
 import hashlib
@@ -44,6 +46,7 @@ from .synthetic import is_synthetic
 _CHUNK = 1 << 20
 _TIMEOUT_S = 30
 _ATTEMPTS = 5
+_MAX_EXPANSION = 20
 _BROKEN_CONNECTION = (http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError)
 
 # Called with (bytes of the archive on disk, total bytes or None when the server does not say).
@@ -193,11 +196,27 @@ def _copy_counting_rows(source, path: str) -> int:
     return rows + (last != b"\n")
 
 
+class _CappedStream:
+    """A decompressed stream that fails once more than `limit` bytes came out of it."""
+
+    def __init__(self, stream, limit: int, archive: str):
+        self.stream, self.left, self.archive = stream, limit, archive
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.stream.read(self.left + 1 if size is None or size < 0 else min(size, self.left + 1))
+        self.left -= len(block)
+        if self.left < 0:
+            raise _rejected(self.archive, f"archive expands beyond {_MAX_EXPANSION}x its size: not a dataset "
+                                          "archive (a decompression bomb?)")
+        return block
+
+
 def _unpack(archive: str, directory: str, staging: str) -> Dict[str, int]:
     """Write the archive's files under `staging`; returns each file's row count."""
     rows = {}
     try:
-        with open(archive, "rb") as raw, gzip.GzipFile(fileobj=raw) as stream:
+        with open(archive, "rb") as raw, gzip.GzipFile(fileobj=raw) as gz:
+            stream = _CappedStream(gz, _MAX_EXPANSION * os.path.getsize(archive) + _CHUNK, archive)
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     path = _member_path(archive, member, directory)

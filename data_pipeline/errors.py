@@ -8,4 +8,9 @@ class InputError(Exception):
         location = f"{path}:{line}" if line is not None else f"{path}"
         super().__init__(f"{location}: {message}")
         self.path = path
+        self.message = message
         self.line = line
+
+    def __reduce__(self):
+        # Rebuilt from its parts when a preprocessing worker raises it (see `worker_pool`).
+        return InputError, (self.path, self.message, self.line)

@@ -4,6 +4,7 @@ Both yield `Record`s whose tokens are exactly what fastText's `Dictionary::readW
 read from the normalised line, so everything downstream sees one representation.
 """
 import csv
+import io
 import os
 import re
 import sys
@@ -52,8 +53,8 @@ def check_readable_file(path) -> None:
         raise InputError(path, "file is not readable")
 
 
-def _decode_lines(handle, path) -> Iterator[str]:
-    for number, raw in enumerate(handle, start=1):
+def _decode_lines(handle, path, first_line: int = 1) -> Iterator[str]:
+    for number, raw in enumerate(handle, start=first_line):
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -78,8 +79,16 @@ def read_text_lines(path: str, normalise: bool) -> Iterator[bytes]:
         check_readable_file(path)
         lines = _decoded_lines(path)
     for text in lines:
-        data = text.rstrip("\n").encode("utf-8")
-        yield normalize_text(data) if normalise else data
+        yield prepare_text(text.rstrip("\n"), normalise)
+
+
+def prepare_text(text: str, normalise: bool) -> bytes:
+    """One raw document as the model reads it: UTF-8, normalised when its corpus was.
+
+    `predict.py` and the server both come through here, so they answer alike.
+    """
+    data = text.encode("utf-8")
+    return normalize_text(data) if normalise else data
 
 
 _CLASS_SEPARATORS = re.compile(r"[,\s]+")
@@ -99,7 +108,8 @@ def _parse_classes(path, line, value: str, num_classes: Optional[int]) -> List[s
     return classes
 
 
-def read_csv_records(path, num_classes: Optional[int] = None) -> Iterator[Record]:
+def read_csv_records(path, num_classes: Optional[int] = None, lines: Optional[Iterator[str]] = None,
+                     first_line: int = 1) -> Iterator[Record]:
     """Zhang et al. CSV rows `"class","title"[,"description"...]`, normalised like fastText's script.
 
     The class column may hold several class indices separated by commas or spaces
@@ -107,10 +117,10 @@ def read_csv_records(path, num_classes: Optional[int] = None) -> Iterator[Record
     (`normalize_multilabel_csv_record`). A row with one class is normalised exactly as
     fastText's `classification-results.sh` does, byte for byte.
     """
-    reader = csv.reader(_decoded_lines(path), strict=True)
+    reader = csv.reader(_decoded_lines(path) if lines is None else lines, strict=True)
     try:
         for fields in reader:
-            line = reader.line_num
+            line = reader.line_num + first_line - 1
             if not fields or fields == [""]:
                 continue
             if len(fields) < 2:
@@ -120,12 +130,12 @@ def read_csv_records(path, num_classes: Optional[int] = None) -> Iterator[Record
                     else normalize_multilabel_csv_record(classes, fields[1:]))
             yield Record(line, tokenize(text))
     except csv.Error as err:
-        raise InputError(path, f"malformed CSV: {err}", reader.line_num) from None
+        raise InputError(path, f"malformed CSV: {err}", reader.line_num + first_line - 1) from None
 
 
-def read_fasttext_records(path) -> Iterator[Record]:
+def read_fasttext_records(path, lines: Optional[Iterator[str]] = None, first_line: int = 1) -> Iterator[Record]:
     """fastText's format: any `__label__X` token is a label, the rest is already-normalised text."""
-    for number, text in enumerate(_decoded_lines(path), start=1):
+    for number, text in enumerate(_decoded_lines(path) if lines is None else lines, start=first_line):
         if not text.strip():
             continue
         record = Record(number, tokenize(text.encode("utf-8")))
@@ -147,10 +157,19 @@ def read_records(path, num_classes: Optional[int] = None) -> Iterator[Record]:
         yield from read_fasttext_records(path)
 
 
+def read_records_of_piece(path, data: bytes, first_line: int, num_classes: Optional[int] = None) -> Iterator[Record]:
+    """Records of `data`, a piece of the file `path` that starts at line `first_line` and at a
+    record boundary (see `file_pieces.record_pieces`): what `read_records` yields for those lines."""
+    lines = _decode_lines(io.BytesIO(data), path, first_line)
+    if detect_format(path) == "csv":
+        return read_csv_records(path, num_classes, lines, first_line)
+    return read_fasttext_records(path, lines, first_line)
+
+
 def read_class_names(corpus_path) -> Optional[Sequence[str]]:
     """Names from a `classes.txt` beside a CSV corpus (line k names class k), if present."""
     path = os.path.join(os.path.dirname(os.path.abspath(corpus_path)), "classes.txt")
     if detect_format(corpus_path) != "csv" or not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return [name.strip() for name in handle if name.strip()]
+    check_readable_file(path)
+    return [name.strip() for name in _decoded_lines(path) if name.strip()]

@@ -10,24 +10,28 @@ settings (and of any words added from pretrained vectors), so a rerun with the s
 reuses it, and it appears atomically (built aside, then renamed).
 """
 import hashlib
+import io
 import json
 import os
-import shutil
-import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .dictionary import Dictionary, EncodedLines, TokenIndex
+from .dictionary import Dictionary, EncodedLines, TokenIndex, TokenTable
 from .errors import InputError
+from .file_pieces import piece_lines, record_pieces, tokenize_piece
 from .ragged import gather_rows, offsets_of
-from .readers import check_readable_file, read_records
+from .readers import check_readable_file
+from .staging import building_dir, remove_abandoned_builds
 from .vectors import add_pretrained_words
+from .worker_pool import ordered_map, usable_cores
 
 SHARD_FORMAT_VERSION = 1
 VALIDATION_SHARD = "validation"
-_CHUNK_LINES = 20_000
+_PIECE_BYTES = 2 << 20       # text a pass-1 task tokenises
+_TOKENS_PER_BLOCK = 1 << 19  # tokens a pass-2 task encodes (its arrays take ~100 bytes a token)
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,16 @@ class ShardedCorpus:
 
     def __init__(self, directory: str):
         self.directory = directory
-        with open(os.path.join(directory, "meta.json"), encoding="utf-8") as handle:
-            self.meta = json.load(handle)
-        with np.load(os.path.join(directory, "dictionary.npz"), allow_pickle=False) as arrays:
-            self.dictionary = Dictionary.from_arrays(arrays)
+        try:
+            with open(os.path.join(directory, "meta.json"), encoding="utf-8") as handle:
+                self.meta = json.load(handle)
+            with np.load(os.path.join(directory, "dictionary.npz"), allow_pickle=False) as arrays:
+                self.dictionary = Dictionary.from_arrays(arrays)
+            if not len(self.docs_per_shard) == len(self.tokens_per_shard) == self.num_shards:
+                raise ValueError("its metadata lists another number of shards")
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+            raise InputError(directory, f"damaged corpus cache ({err}); delete this directory and run "
+                                        "again to rebuild it") from None
 
     @property
     def num_shards(self) -> int:
@@ -108,6 +118,11 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
+def _is_complete(directory: str) -> bool:
+    """meta.json is written last: a corpus directory that has it is whole."""
+    return os.path.isfile(os.path.join(directory, "meta.json"))
+
+
 def corpus_key(train_path: str, settings: CorpusSettings, extra_words: Optional[Sequence[bytes]] = None) -> str:
     """Name of the corpus directory: changes whenever the input, a setting or the extra words do."""
     ident = json.dumps({"input": file_digest(train_path), "settings": asdict(settings),
@@ -116,67 +131,75 @@ def corpus_key(train_path: str, settings: CorpusSettings, extra_words: Optional[
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
-class _CorpusReader:
-    """One pass over a corpus file: every line as positions into a `TokenIndex`, in chunks."""
+@dataclass
+class DocumentRows:
+    """Some documents' input rows and labels, ragged (what a shard stores, before offsets)."""
 
-    def __init__(self, path: str, num_classes: Optional[int], on_progress: Optional[Callable[[int], None]]):
-        self.index = TokenIndex()
-        self.chunks: List[Tuple[np.ndarray, np.ndarray]] = []  # (positions, line lengths)
-        positions, lengths = [], []
-        for record in read_records(path, num_classes):
-            positions += self.index.add(record.tokens)
-            lengths.append(len(record.tokens))
-            if len(lengths) == _CHUNK_LINES:
-                self._close_chunk(positions, lengths, on_progress)
-                positions, lengths = [], []
-        self._close_chunk(positions, lengths, on_progress)
+    ids: np.ndarray           # int32, every document's input rows, concatenated
+    lengths: np.ndarray       # int64 rows per document
+    num_tokens: np.ndarray    # int64 fastText tokens per document
+    label_ids: np.ndarray     # int32
+    label_counts: np.ndarray  # int64 labels per document
 
-    def _close_chunk(self, positions, lengths, on_progress):
-        if lengths:
-            self.chunks.append((np.array(positions, dtype=np.int32), np.array(lengths, dtype=np.int64)))
-            if on_progress:
-                on_progress(len(lengths))
+    @classmethod
+    def of(cls, encoded: EncodedLines, lines: np.ndarray) -> "DocumentRows":
+        ids, lengths = gather_rows(encoded.ids, encoded.offsets, lines)
+        labels, label_counts = gather_rows(encoded.label_ids, encoded.label_offsets, lines)
+        return cls(ids.astype(np.int32), lengths, encoded.num_tokens[lines], labels.astype(np.int32), label_counts)
 
-    @property
-    def num_lines(self) -> int:
-        return sum(len(lengths) for _, lengths in self.chunks)
+    def select(self, docs: np.ndarray) -> "DocumentRows":
+        ids, lengths = gather_rows(self.ids, offsets_of(self.lengths), docs)
+        labels, label_counts = gather_rows(self.label_ids, offsets_of(self.label_counts), docs)
+        return DocumentRows(ids, lengths, self.num_tokens[docs], labels, label_counts)
 
-    def counts(self, held_out: np.ndarray) -> np.ndarray:
-        """Occurrences of each distinct token in the lines not `held_out` (a mask over all lines)."""
-        counts = np.zeros(len(self.index.positions), dtype=np.int64)
-        for (positions, lengths), held in zip(self.chunks, self.chunk_masks(held_out)):
-            counts += np.bincount(positions[np.repeat(~held, lengths)], minlength=len(counts))
-        return counts
 
-    def chunk_masks(self, mask: np.ndarray) -> List[np.ndarray]:
-        """A mask over all lines cut into one per chunk."""
-        return np.split(mask, np.cumsum([len(lengths) for _, lengths in self.chunks])[:-1])
+def _npy_header(length: int) -> bytes:
+    """`np.save`'s header for a 1-D int32 array of `length` values."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)),
+                                                  "fortran_order": False, "shape": (length,)})
+    return buffer.getvalue()
 
 
 class _ShardWriter:
-    """Accumulates one shard's documents and writes its files."""
+    """Writes one shard as its documents arrive: input rows straight to `ids.npy`, the
+    per-document arrays (a few bytes a document) at the end, in `docs.npz`."""
 
-    def __init__(self):
-        self.ids, self.lengths, self.num_tokens, self.labels, self.label_counts = [], [], [], [], []
+    def __init__(self, path: str):
+        self.path = path
+        self._ids = open(path + ".ids.npy", "wb")
+        self._header_size = self._ids.write(_npy_header(0))
+        self.num_ids = 0
+        self.lengths, self.num_tokens, self.labels, self.label_counts = [], [], [], []
 
-    def add(self, encoded: EncodedLines, lines: np.ndarray):
-        ids, lengths = gather_rows(encoded.ids, encoded.offsets, lines)
-        labels, label_counts = gather_rows(encoded.label_ids, encoded.label_offsets, lines)
-        self.ids.append(ids.astype(np.int32))
-        self.lengths.append(lengths)
-        self.num_tokens.append(encoded.num_tokens[lines])
-        self.labels.append(labels.astype(np.int32))
-        self.label_counts.append(label_counts)
+    def add(self, docs: DocumentRows):
+        docs.ids.tofile(self._ids)
+        self.num_ids += len(docs.ids)
+        self.lengths.append(docs.lengths)
+        self.num_tokens.append(docs.num_tokens)
+        self.labels.append(docs.label_ids)
+        self.label_counts.append(docs.label_counts)
 
     @property
     def num_docs(self) -> int:
         return int(sum(len(lengths) for lengths in self.lengths))
 
-    def write(self, path: str):
+    @property
+    def total_tokens(self) -> int:
+        return int(sum(t.sum() for t in self.num_tokens))
+
+    def close(self):
+        """Complete the files: the header of `ids.npy` gets its length, the same bytes `np.save` writes."""
+        header = _npy_header(self.num_ids)
+        if len(header) != self._header_size:
+            raise AssertionError(f"npy header grew from {self._header_size} to {len(header)} bytes")
+        self._ids.seek(0)
+        self._ids.write(header)
+        self._ids.close()
+
         def joined(parts, dtype):
             return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-        np.save(path + ".ids.npy", joined(self.ids, np.int32))
-        np.savez(path + ".docs.npz", offsets=offsets_of(joined(self.lengths, np.int64)),
+        np.savez(self.path + ".docs.npz", offsets=offsets_of(joined(self.lengths, np.int64)),
                  num_tokens=joined(self.num_tokens, np.int64),
                  label_offsets=offsets_of(joined(self.label_counts, np.int64)),
                  label_ids=joined(self.labels, np.int32))
@@ -191,66 +214,152 @@ def held_out_lines(num_lines: int, fraction: float, seed: int) -> np.ndarray:
 
 def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
                num_classes: Optional[int] = None,
-               on_progress: Optional[Callable[[int], None]] = None,
-               extra_words: Optional[Sequence[bytes]] = None) -> ShardedCorpus:
+               on_progress: Optional[Callable[[int, int], None]] = None,
+               extra_words: Optional[Sequence[bytes]] = None, workers: Optional[int] = None) -> ShardedCorpus:
     """Build (or reuse) the sharded corpus for `train_path`; returns it opened.
 
-    One pass over the text: lines become positions into the corpus's distinct tokens
-    (4 bytes a token), the dictionary is sorted from their counts, and the positions are
-    encoded to input rows chunk by chunk, vectorised. With `settings.valid_fraction`, the
-    held-out lines are left out of the dictionary and the shards and stored as the
-    validation set. `extra_words` join the vocabulary as fastText adds the words of
-    pretrained vectors (see `vectors.add_pretrained_words`).
+    Streaming, on `workers` processes (default: every usable core), memory bounded by the
+    dictionary plus a few pieces in flight, whatever the corpus size. Pass 1 tokenises
+    pieces of the file in parallel and spills every token as a 4-byte position into the
+    corpus's distinct tokens (kept in order of first occurrence, which decides how the
+    dictionary's sort breaks ties); the dictionary is sorted from their counts; pass 2
+    encodes the spilled positions to input rows in parallel, block by block, and appends
+    them to the shards. `on_progress(documents, bytes)` follows pass 1. With
+    `settings.valid_fraction`, the held-out lines are left out of the dictionary and the
+    shards and stored as the validation set. `extra_words` join the vocabulary as fastText
+    adds the words of pretrained vectors (see `vectors.add_pretrained_words`). Everything
+    is built in a staging directory renamed into place at the end: a failure, in this
+    process or a worker, leaves nothing behind.
     """
     check_readable_file(train_path)  # before hashing it, so a bad path is an InputError
     final = os.path.join(cache_dir, corpus_key(train_path, settings, extra_words))
-    if os.path.isfile(os.path.join(final, "meta.json")):
+    remove_abandoned_builds(cache_dir)
+    if _is_complete(final):
         return ShardedCorpus(final)
-    corpus = _CorpusReader(train_path, num_classes, on_progress)
+    with building_dir(cache_dir, final, _is_complete) as staging:
+        _build(train_path, settings, staging, num_classes, on_progress, extra_words, workers or usable_cores())
+    return ShardedCorpus(final)
+
+
+@dataclass
+class _SpilledCorpus:
+    """Pass 1's result: the distinct tokens and every record's tokens as positions into them, on disk."""
+
+    index: TokenIndex
+    hashes: np.ndarray    # int32 hash of each distinct token
+    counts: np.ndarray    # occurrences of each distinct token, all records
+    lengths: np.ndarray   # int32 tokens per record
+    spill: str            # int32 positions of every record's tokens, concatenated
+
+
+def _spill_tokens(train_path, num_classes, spill: str, on_progress, workers: int) -> _SpilledCorpus:
+    index, hashes, counts, lengths = TokenIndex(), [], np.zeros(0, dtype=np.int64), []
+
+    def worker_died(piece):
+        first, last = piece_lines(piece)
+        return InputError(train_path, f"a preprocessing worker died while reading lines {first}-{last}", first)
+    with open(spill, "wb") as out, \
+            ordered_map(tokenize_piece, record_pieces(train_path, _PIECE_BYTES, num_classes), workers,
+                        2 * workers + 1, worker_died) as pieces:
+        for piece in pieces:
+            where, new = index.add_distinct(piece.tokens)
+            hashes.append(piece.hashes[new])
+            positions = where.astype(np.int32)[piece.positions]
+            positions.tofile(out)
+            counts = np.concatenate([counts, np.zeros(len(new), dtype=np.int64)])
+            counts += np.bincount(positions, minlength=len(counts))
+            lengths.append(piece.lengths)
+            if on_progress:
+                on_progress(piece.num_records, piece.num_bytes)
+    return _SpilledCorpus(index, np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.int32), counts,
+                          np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32), spill)
+
+
+def _record_blocks(lengths: np.ndarray, tokens_per_block: int) -> List[Tuple[int, int, int]]:
+    """(first record, end record, first token) of consecutive blocks of whole records, about
+    `tokens_per_block` tokens each."""
+    starts = offsets_of(lengths)[:-1]
+    block_of = starts // tokens_per_block
+    firsts = np.flatnonzero(np.diff(block_of, prepend=-1)).tolist()
+    ends = firsts[1:] + [len(lengths)]
+    return [(a, b, int(starts[a])) for a, b in zip(firsts, ends)]
+
+
+def _held_out_counts(corpus: _SpilledCorpus, held_out: np.ndarray) -> np.ndarray:
+    """Occurrences of each distinct token in the held-out records, read back from the spill."""
+    counts = np.zeros(len(corpus.counts), dtype=np.int64)
+    for first, end, first_token in _record_blocks(corpus.lengths, _TOKENS_PER_BLOCK):
+        lengths = corpus.lengths[first:end]
+        positions = np.fromfile(corpus.spill, dtype=np.int32, count=int(lengths.sum()), offset=4 * first_token)
+        counts += np.bincount(positions[np.repeat(held_out[first:end], lengths)], minlength=len(counts))
+    return counts
+
+
+_encoding = {}  # a pass-2 worker's dictionary and token table, inherited from the parent (see `ordered_map`)
+
+
+def _start_encoder(dictionary: Dictionary, table: TokenTable):
+    _encoding.update(dictionary=dictionary, table=table)
+
+
+def _encode_block(task) -> Tuple[DocumentRows, DocumentRows]:
+    """(trainable documents, held-out documents) of a block of spilled records; runs in a worker."""
+    spill, first_token, lengths, held = task
+    positions = np.fromfile(spill, dtype=np.int32, count=int(lengths.sum()), offset=4 * first_token)
+    encoded = _encoding["dictionary"].encode_positions(positions, lengths.astype(np.int64), _encoding["table"])
+    labelled = np.diff(encoded.label_offsets) > 0
+    # fastText skips a line with no known label or no input row (Model::update).
+    trainable = np.flatnonzero(~held & labelled & (np.diff(encoded.offsets) > 0))
+    return DocumentRows.of(encoded, trainable), DocumentRows.of(encoded, np.flatnonzero(held & labelled))
+
+
+def _build(train_path, settings: CorpusSettings, staging: str, num_classes, on_progress, extra_words, workers: int):
+    spill = os.path.join(staging, "positions.spill")
+    corpus = _spill_tokens(train_path, num_classes, spill, on_progress, workers)
     tokens = corpus.index.tokens
-    held_out = held_out_lines(corpus.num_lines, settings.valid_fraction, settings.split_seed)
-    dictionary = Dictionary.from_counts(tokens, corpus.counts(held_out), settings.min_count,
-                                        settings.min_count_label, settings.bucket, settings.word_ngrams)
-    if dictionary.nlabels == 0:
+    held_out = held_out_lines(len(corpus.lengths), settings.valid_fraction, settings.split_seed)
+    counts = corpus.counts - _held_out_counts(corpus, held_out) if held_out.any() else corpus.counts
+    dictionary = Dictionary.from_counts(tokens, counts, settings.min_count, settings.min_count_label,
+                                        settings.bucket, settings.word_ngrams)
+    if len(corpus.lengths) == 0 or (dictionary.nlabels == 0 and settings.min_count_label <= 1):
         raise InputError(train_path, "no documents with a label: the file is empty")
+    if dictionary.nlabels == 0:
+        raise InputError(train_path, f"no label occurs --min-count-label {settings.min_count_label} times: "
+                                     "the label set is empty; lower --min-count-label")
+    if dictionary.nwords == 0:
+        raise InputError(train_path, f"no word occurs --min-count {settings.min_count} times: "
+                                     "the vocabulary is empty; lower --min-count")
     if extra_words:
         dictionary = add_pretrained_words(dictionary, extra_words)
-    table = dictionary.table(tokens)
-    writers = [_ShardWriter() for _ in range(settings.num_shards)]
-    validation = _ShardWriter()
+    table = dictionary.table(tokens, corpus.hashes)
+    corpus.index = tokens = None  # the table is all pass 2 needs: the workers fork without the token index
+    blocks = [(spill, first_token, corpus.lengths[a:b], held_out[a:b])
+              for a, b, first_token in _record_blocks(corpus.lengths, _TOKENS_PER_BLOCK)]
+
+    def worker_died(task):
+        return InputError(train_path, "a preprocessing worker died while encoding the documents")
+    writers = [_ShardWriter(os.path.join(staging, f"shard-{k:05d}")) for k in range(settings.num_shards)]
+    validation = _ShardWriter(os.path.join(staging, VALIDATION_SHARD)) if settings.valid_fraction else None
     docs_seen = 0
-    for (positions, lengths), held in zip(corpus.chunks, corpus.chunk_masks(held_out)):
-        encoded = dictionary.encode_positions(positions, lengths, table)
-        labelled = np.diff(encoded.label_offsets) > 0
-        validation.add(encoded, np.flatnonzero(held & labelled))
-        # fastText skips a line with no known label or no input row (Model::update).
-        trainable = np.flatnonzero(~held & labelled & (np.diff(encoded.offsets) > 0))
-        shard_of = (docs_seen + np.arange(len(trainable))) % settings.num_shards
-        for k, writer in enumerate(writers):
-            writer.add(encoded, trainable[shard_of == k])
-        docs_seen += len(trainable)
-    if settings.valid_fraction and not validation.num_docs:
-        raise InputError(train_path, f"--valid-fraction {settings.valid_fraction} of {corpus.num_lines} documents "
+    with ordered_map(_encode_block, blocks, workers, 2 * workers + 1, worker_died,
+                     _start_encoder, (dictionary, table)) as encoded_blocks:
+        for trainable, held in encoded_blocks:
+            if validation:
+                validation.add(held)
+            shard_of = (docs_seen + np.arange(len(trainable.lengths))) % settings.num_shards
+            for k, writer in enumerate(writers):
+                writer.add(trainable.select(np.flatnonzero(shard_of == k)))
+            docs_seen += len(trainable.lengths)
+    if validation and not validation.num_docs:
+        raise InputError(train_path, f"--valid-fraction {settings.valid_fraction} of {len(corpus.lengths)} documents "
                                      "leaves no labelled validation document")
-    os.makedirs(cache_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".building-", dir=cache_dir)
-    try:
-        for k, writer in enumerate(writers):
-            writer.write(os.path.join(staging, f"shard-{k:05d}"))
-        if settings.valid_fraction:
-            validation.write(os.path.join(staging, VALIDATION_SHARD))
-        np.savez(os.path.join(staging, "dictionary.npz"), **dictionary.to_arrays())
-        meta = {"format": SHARD_FORMAT_VERSION, "source": os.path.abspath(train_path),
-                "settings": asdict(settings),
-                "docs_per_shard": [w.num_docs for w in writers],
-                "tokens_per_shard": [int(sum(t.sum() for t in w.num_tokens)) for w in writers]}
-        with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as handle:
-            json.dump(meta, handle, indent=1)
-        if os.path.exists(final):  # another process built the same corpus meanwhile
-            shutil.rmtree(staging)
-        else:
-            os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return ShardedCorpus(final)
+    os.remove(spill)
+    for writer in writers + ([validation] if validation else []):
+        writer.close()
+    np.savez(os.path.join(staging, "dictionary.npz"), **dictionary.to_arrays())
+    meta = {"format": SHARD_FORMAT_VERSION, "source": os.path.abspath(train_path),
+            "settings": asdict(settings),
+            "docs_per_shard": [w.num_docs for w in writers],
+            "tokens_per_shard": [w.total_tokens for w in writers]}
+    with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as handle:
+        json.dump(meta, handle, indent=1)

@@ -4,6 +4,7 @@ The first line is `<count> <dim>`; each of the next `count` lines is a word foll
 `dim` numbers, separated by spaces. fastText's `loadVectors` reads exactly `count`
 entries, so a file with fewer is as much an error as a malformed line.
 """
+import os
 from dataclasses import dataclass, replace
 from typing import List, Sequence
 
@@ -41,6 +42,12 @@ def read_vectors(path: str, expected_dim: int) -> WordVectors:
         count, dim = _header(path, first)
         if dim != expected_dim:
             raise InputError(path, f"vectors have dimension {dim}, but the model's --dim is {expected_dim}", 1)
+        # Each entry takes at least a one-byte word and `dim` one-digit numbers, each after a
+        # space: a header promising more than the file can hold is refused before allocating.
+        available = os.fstat(handle.fileno()).st_size - len(first)
+        if count * (2 * dim + 1) > available:
+            raise InputError(path, f"the header promises {count:,} vectors of dimension {dim}, more than the "
+                                   f"{available:,} bytes after it can hold", 1)
         words: List[bytes] = []
         vectors = np.empty((count, dim), dtype=np.float32)
         for number, line in enumerate(handle, start=2):

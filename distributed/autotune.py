@@ -46,7 +46,6 @@ import gc
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Collection, List, Optional, Sequence, Tuple
@@ -56,13 +55,14 @@ import numpy as np
 
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.model.checkpoint import write_json_atomic
-from fasttext_horovod.model.fasttext import LOSSES
-from fasttext_horovod.model.step_size import default_batch_size
+from fasttext_horovod.model.inference import CHECKPOINT_FILE, encode_labelled_file, evaluate, load_model_dir
+from fasttext_horovod.model.losses import LOSSES
 
 from .dashboard import Dashboard
-from .errors import DeadlineReached, NonFiniteLoss
-from fasttext_horovod.model.inference import CHECKPOINT_FILE, encode_labelled_file, evaluate, load_model_dir
-from .training import StopRequest, TrainConfig, Trainer
+from .errors import DeadlineReached, NonFiniteLoss, Stopped
+from .logs import log
+from .settings import TrainConfig
+from .training import StopRequest, Trainer
 from .world import World
 
 AUTOTUNE_FILE = "autotune.json"
@@ -250,9 +250,9 @@ class Autotune:
         Raises InputError when no trial finished in time.
         """
         model_dir_existed = os.path.isdir(self.config.model_dir)
-        if self.fixed and self.world.is_root:  # as fastText warns
-            print(f"autotune: {', '.join('--' + name.replace('_', '-') for name in self.fixed)} "
-                  "given explicitly, not searched", file=sys.stderr)
+        if self.fixed:  # as fastText warns
+            log.info(f"autotune: {', '.join('--' + name.replace('_', '-') for name in self.fixed)} "
+                     "given explicitly, not searched")
         try:
             with self.stop:
                 start = time.monotonic()
@@ -327,7 +327,7 @@ class Autotune:
             status = "interrupted" if signalled_before else "aborted"
         except NonFiniteLoss:     # likewise: the loss is checked after a gather
             status = "diverged"
-        except KeyboardInterrupt:  # a signal: all ranks stopped at the same step
+        except Stopped:  # a signal: all ranks stopped at the same step
             status = "interrupted"
         trial = Trial(number, settings, status, time.monotonic() - started)
         if status == "finished" and self.world.is_root:
@@ -339,9 +339,11 @@ class Autotune:
         """The run's config with the trial's settings, scored on the validation file; the
         test file is kept for the final model."""
         # Unless --batch-size was given, each trial's lr gets its own stable batch, as a run at that lr would.
-        batch_size = (self.config.batch_size if self.batch_size_given
-                      else default_batch_size(settings.lr, self.world.size))
-        return replace(self.config, **asdict(settings), batch_size=batch_size, model_dir=self._trial_dir(number),
+        batch_size = self.config.batch_size if self.batch_size_given else None
+        # The searched rates are fastText's, and the default batch is SGD's: --optimizer auto means SGD then.
+        optimizer = "sgd" if self.config.optimizer == "auto" and not self.batch_size_given else self.config.optimizer
+        return replace(self.config, **asdict(settings), batch_size=batch_size, optimizer=optimizer,
+                       model_dir=self._trial_dir(number),
                        logdir=self._logdir(f"trial-{number:03d}"), valid=self.validation, test=None,
                        checkpoint_every_epoch=False)  # a trial is never resumed: only its final model
 
@@ -369,19 +371,16 @@ class Autotune:
 
     def _log(self, trial: Trial, elapsed: float):
         """One line per trial (fastText prints progress, trials and best score), and TensorBoard:
-        the trial's settings against its scores (HParams), the score and best score by trial."""
+        the score and best score by trial (each trial's own run holds its HParams entry)."""
         outcome = f"{self.metric} {trial.score:.4f}" if trial.score is not None else trial.status
         best = f"best {self.metric} {self.best.score:.4f} (trial {self.best.number})" if self.best else "no best yet"
-        print(f"autotune {min(elapsed / self.duration, 1.0):6.1%} trial {trial.number} [{trial.settings}]: "
-              f"{outcome} in {trial.seconds:.1f}s; {best}", file=sys.stderr)
+        log.info(f"autotune {min(elapsed / self.duration, 1.0):6.1%} trial {trial.number} [{trial.settings}]: "
+                 f"{outcome} in {trial.seconds:.1f}s; {best}")
         if trial.score is None:
             return
         self.dashboard.scalars(trial.number, {f"autotune/{self.metric}": trial.score,
                                               f"autotune/best_{self.metric}": self.best.score})
         self.dashboard.flush()
-        hparams = Dashboard(self._logdir(f"trial-{trial.number:03d}"), True)
-        hparams.hparams(asdict(trial.settings), {key: trial.valid[key] for key in ("f1", "accuracy", "loss")})
-        hparams.close()
 
     def _finish(self, elapsed: float) -> dict:
         """Test the best model (if --test), move its checkpoint into place, then write autotune.json."""

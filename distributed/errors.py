@@ -12,5 +12,9 @@ class PeerFailure(Exception):
         super().__init__(f"stopped because another rank failed (the launcher's output names it): {reason}")
 
 
+class Stopped(Exception):
+    """A signal (SIGINT, SIGTERM) ended the run at a step boundary, every rank at the same step."""
+
+
 class DeadlineReached(Exception):
     """Training passed the time it was given (an autotune trial's share); every rank stops together."""

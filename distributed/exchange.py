@@ -14,8 +14,7 @@ more on the CPU, which outweighs the bytes here. The output matrix is labels x d
 thousand floats for the paper's datasets), so gathering N copies of it costs less than a
 collective of its own; all-reducing it would pay off only with a large label set.
 
-Gradients are *summed*, never averaged: fastText's learning rate is per example (see
-`model.sgd` and `distributed.training`). For a world of one the exchange is the identity,
+Gradients are *summed*, never averaged (see model/optimizers.py). For a world of one the exchange is the identity,
 so the training loop has one path.
 """
 import time
@@ -26,6 +25,7 @@ import mxnet as mx
 import numpy as np
 
 from fasttext_horovod.model.tensors import to_device
+
 from .world import World
 
 _ID_DTYPE = np.int32  # shards store input rows as int32, so every id fits

@@ -1,7 +1,9 @@
-"""Progress for people: a live bar on a terminal, plain periodic lines in a log file."""
+"""Progress for people: a live bar on a terminal, plain periodic lines in a log file; rank 0 only."""
 import sys
 import time
 from typing import Optional
+
+from .logs import log, speaks
 
 
 class ProgressReporter:
@@ -10,23 +12,22 @@ class ProgressReporter:
     With `total=None` (a stream of unknown length) it reports the count and rate only.
     """
 
-    def __init__(self, total: Optional[int], unit: str, enabled: bool = True, stream=None,
-                 log_every_s: float = 10.0):
+    def __init__(self, total: Optional[int], unit: str, log_every_s: float = 10.0):
         self.total = total
         self.unit = unit
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.interactive = enabled and self.stream.isatty()
+        self.stream = sys.stderr
+        self.interactive = speaks() and self.stream.isatty()
         self.log_every_s = log_every_s
         self.start = time.perf_counter()
         self.last_print = 0.0
         self.done = 0
+        self.bytes_done = 0
 
-    def update(self, n: int, done_before: int = 0, **fields):
-        """Add `n` units; `done_before` counts units finished in an earlier (resumed) run."""
+    def update(self, n: int, done_before: int = 0, nbytes: int = 0, **fields):
+        """Add `n` units (and `nbytes` of input, shown as MB/s); `done_before` counts units
+        finished in an earlier (resumed) run."""
         self.done += n
-        if not self.enabled:
-            return
+        self.bytes_done += nbytes
         now = time.perf_counter()
         finished = self.total is not None and self.done + done_before >= self.total
         if now - self.last_print < (0.1 if self.interactive else self.log_every_s) and not finished:
@@ -34,6 +35,8 @@ class ProgressReporter:
         self.last_print = now
         rate = self.done / max(now - self.start, 1e-9)
         extra = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        if self.bytes_done:
+            extra = f"{self.bytes_done / max(now - self.start, 1e-9) / 1e6:,.1f} MB/s {extra}"
         if self.total is None:
             line = f"{self.done:,} {self.unit} {rate:,.0f}/s {extra}"
         else:
@@ -42,8 +45,11 @@ class ProgressReporter:
             line = f"{fraction:6.1%} {rate:,.0f} {self.unit}/s {extra} ETA {remaining:,.0f}s"
             if self.interactive:
                 line = f"[{'#' * int(fraction * 30):<30}] " + line
-        self.stream.write(f"\r{line} " if self.interactive else f"progress {line}\n")
-        self.stream.flush()
+        if self.interactive:
+            self.stream.write(f"\r{line} ")
+            self.stream.flush()
+        else:
+            log.info(f"progress {line}")
 
     def close(self):
         if self.interactive:

@@ -16,7 +16,8 @@ from fasttext_horovod.model.inference import TrainedModel
 from fasttext_horovod.model.quantization import Quantized, QuantizeSettings, check_quantizable, prune, quantize
 
 from .dashboard import Dashboard
-from .training import TrainConfig, Trainer
+from .settings import TrainConfig
+from .training import Trainer
 from .world import World
 
 RETRAIN_LR = 0.05  # `fasttext quantize -retrain` without -lr: fastText's Args default
@@ -85,5 +86,5 @@ def log_summary(logdir: str, summary: dict) -> None:
                and not isinstance(value, bool)}
     dashboard.scalars(0, {f"quantize/{key}": value for key, value in numbers.items()})
     dashboard.hparams({key: summary[key] for key in ("cutoff", "dsub", "qnorm", "qout", "retrain")},
-                      {key: numbers[key] for key in ("size_ratio", "accuracy_after") if key in numbers})
+                      {"quantize/size_ratio": "size ratio", "quantize/accuracy_after": "accuracy after"})
     dashboard.close()

@@ -98,15 +98,30 @@ def summarize(per_rank: np.ndarray, single_worker_rate: Optional[float]) -> Dict
     return summary
 
 
+# Summary keys that only mean something when ranks exchange gradients.
+_COMMUNICATION_KEYS = ("communicate_seconds_per_step", "communicate_fraction", "bytes_per_step",
+                       "dense_allreduce_bytes_per_step")
+
+
 def scaling_scalars(summary: Dict[str, object], group: str) -> Dict[str, float]:
-    """TensorBoard tags under `group`/ for a summary: per-rank rates, time split, traffic, efficiency."""
-    scalars = {f"{group}/{key}": summary[key] for key in (
-        "examples_per_second", "tokens_per_second", "compute_seconds_per_step", "communicate_seconds_per_step",
-        "communicate_fraction", "bytes_per_step", "dense_allreduce_bytes_per_step", "efficiency") if key in summary}
-    for rank, (examples, tokens) in enumerate(zip(summary["rank_examples_per_second"],
-                                                  summary["rank_tokens_per_second"])):
-        scalars[f"{group}/rank_{rank}/examples_per_second"] = examples
-        scalars[f"{group}/rank_{rank}/tokens_per_second"] = tokens
+    """TensorBoard tags under `group`/ for a summary: rates, time split, traffic, efficiency.
+
+    A world of one has no per-rank rates (its rate is the global one) and no exchange, so it
+    gets neither, rather than curves of copies and zeros. Efficiency comes with its ideal, a
+    constant 1.0 curve to read it against.
+    """
+    ranks = len(summary["rank_examples_per_second"])
+    keys = ["examples_per_second", "tokens_per_second", "compute_seconds_per_step", "efficiency"]
+    if ranks > 1:
+        keys += _COMMUNICATION_KEYS
+    scalars = {f"{group}/{key}": summary[key] for key in keys if key in summary}
+    if "efficiency" in summary:
+        scalars[f"{group}/ideal_efficiency"] = 1.0
+    if ranks > 1:
+        for rank, (examples, tokens) in enumerate(zip(summary["rank_examples_per_second"],
+                                                      summary["rank_tokens_per_second"])):
+            scalars[f"{group}/rank_{rank}/examples_per_second"] = examples
+            scalars[f"{group}/rank_{rank}/tokens_per_second"] = tokens
     return scalars
 
 

@@ -34,7 +34,8 @@ def prepare_corpus(train_path: str, settings: CorpusSettings, cache_dir: str, nu
     corpus = None
     if world.is_root:
         reporter = ProgressReporter(None, "docs preprocessed")
-        corpus = preprocess(train_path, settings, cache_dir, num_classes, reporter.update, extra_words)
+        corpus = preprocess(train_path, settings, cache_dir, num_classes,
+                            lambda docs, nbytes: reporter.update(docs, nbytes=nbytes), extra_words)
         reporter.close()
         encoded = os.path.basename(corpus.directory).encode()
         name[:len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)

@@ -3,15 +3,12 @@
 One loop for every world size: a single process is a world of one whose exchange is the
 identity. Read top to bottom, it is fastText's `trainThread` in mini-batches.
 
-Learning rate for N ranks. fastText's --lr is a step size *per example*: each example's
-gradient is applied with `lr * (1 - progress)`. Here a step applies the *sum* of the
-per-example gradients of its global batch (the exchange sums, never averages) with that
-rate, so --lr means the same for any batch size and any number of ranks; there is no
-`lr * N` rule to apply because nothing is averaged. The global batch is
-N x --batch-size documents, and the batches depend only on it (see `BatchStream`), so N
-ranks with --batch-size B train exactly as one process with --batch-size N*B. Progress,
-which drives the linear decay, counts the fastText tokens of all ranks: every rank learns
-the step's global token count from the exchange and applies the same rate.
+N ranks. The global batch is N x --batch-size documents, and the batches depend only on
+it (see `BatchStream`), so N ranks with --batch-size B train exactly as one process with
+--batch-size N*B. The update rule (fastText's summed SGD for small global batches,
+row-wise Adagrad for large ones: model/optimizers.py) sees the global batch's summed
+gradients, so the learning rate needs no scaling with N; every rank learns the step's
+global token count from the exchange and applies the same rate.
 """
 import math
 import os
@@ -26,62 +23,30 @@ from mxnet import autograd
 
 from fasttext_horovod.data_pipeline.batching import Batch, BatchStream
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
+from fasttext_horovod.data_pipeline.prefetch import prefetched
 from fasttext_horovod.data_pipeline.readers import detect_format, read_class_names
-from fasttext_horovod.data_pipeline.shards import CorpusSettings
 from fasttext_horovod.data_pipeline.vectors import read_vectors
 from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
-from fasttext_horovod.model.sgd import dense_sgd_step, linear_decay_lr, sparse_sgd_step
+from fasttext_horovod.model.inference import (
+    CHECKPOINT_FILE,
+    TEXT_NORMALIZATION,
+    EncodedDocuments,
+    build_model,
+    encode_labelled_file,
+    evaluate,
+)
+from fasttext_horovod.model.optimizers import build_optimizer
+from fasttext_horovod.model.step_size import choose_optimizer
+from fasttext_horovod.model.tensors import batch_tensors, to_device
 
-from .dashboard import Dashboard
-from .errors import DeadlineReached, NonFiniteLoss
+from .dashboard import Dashboard, training_hparams
+from .errors import DeadlineReached, NonFiniteLoss, Stopped
 from .exchange import GradientExchange
-from fasttext_horovod.model.inference import (CHECKPOINT_FILE, TEXT_NORMALIZATION, EncodedDocuments, build_model, encode_labelled_file,
-                        evaluate)
 from .progress import ProgressReporter
 from .scaling import ScalingMeter, scaling_scalars, summarize, time_single_worker
+from .settings import TrainConfig
 from .sharding import open_rank_shards, prepare_corpus
-from fasttext_horovod.model.tensors import batch_tensors, to_device
 from .world import World
-
-
-@dataclass
-class TrainConfig:
-    """Run settings; names follow fastText's flags."""
-
-    train: str
-    model_dir: str
-    test: Optional[str] = None
-    valid: Optional[str] = None
-    valid_fraction: float = 0.0       # or this share of --train, drawn with --seed, held out
-    early_stopping: bool = False
-    patience: int = 2                 # epochs without a better validation accuracy before stopping
-    pretrained_vectors: Optional[str] = None
-    logdir: Optional[str] = None
-    lr: float = 0.1
-    dim: int = 100
-    epoch: int = 5
-    word_ngrams: int = 1
-    bucket: int = 2_000_000
-    min_count: int = 1
-    min_count_label: int = 1
-    loss: str = "softmax"
-    batch_size: int = 64
-    seed: int = 0
-    gpu: Optional[int] = None
-    k: int = 1
-    cache_dir: str = ".fasttext_cache"
-    num_shards: int = 8
-    fp16_allreduce: bool = False
-    baseline_rate: Optional[float] = None  # single-worker examples/s for scaling efficiency
-    log_every: int = 50
-    resume: bool = False
-    checkpoint_every_epoch: bool = True  # False: only the final (or best) model, for runs never resumed
-    dataset: Optional[str] = None
-
-    def corpus_settings(self) -> CorpusSettings:
-        return CorpusSettings(self.min_count, self.min_count_label, self.bucket, self.word_ngrams, self.num_shards,
-                              self.valid_fraction, self.seed if self.valid_fraction else 0)
-
 
 BEST_CHECKPOINT_FILE = "best.npz"
 
@@ -179,6 +144,8 @@ class Trainer:
         self.corpus = prepare_corpus(config.train, config.corpus_settings(), config.cache_dir, self.num_classes, world,
                                      self.pretrained.words if self.pretrained else None)
         self.dictionary = self.corpus.dictionary
+        # The corpus directory's name hashes the training bytes and settings: --resume checks it.
+        self.corpus_key = os.path.basename(self.corpus.directory)
         self.names = label_names(self.dictionary, config.train)
         self.test_docs = (encode_labelled_file(config.test, self.dictionary, self.num_classes)
                           if config.test and world.is_root else None)
@@ -188,6 +155,8 @@ class Trainer:
         self.touched = np.zeros(self.dictionary.num_input_rows, dtype=bool)
         # Horovod: the global batch is size x --batch-size documents (the learning rate needs no scaling).
         self.global_batch_size = config.batch_size * world.size
+        self.optimizer = build_optimizer(choose_optimizer(config.optimizer, self.global_batch_size),
+                                         self.dictionary.num_input_rows, self.model.output_matrix.shape, self.ctx)
         self.progress = Progress()
         self.validation = Validation(config.patience if config.early_stopping else None)
         self.valid_docs = self._validation_documents() if world.is_root else None
@@ -200,6 +169,8 @@ class Trainer:
                 self._load_pretrained_vectors()
         # Horovod: every rank starts from rank 0's parameters and position.
         world.broadcast_parameters(self.model.collect_params())
+        if config.resume:
+            self._broadcast_optimizer_state()
         self.progress = Progress(*map(int, world.broadcast(np.array(astuple(self.progress)), name="progress")))
         self.exchange = GradientExchange(world, self.dictionary.num_input_rows, config.fp16_allreduce)
         # Horovod: each rank reads only its own shards.
@@ -213,7 +184,7 @@ class Trainer:
     def _restore(self):
         """Rank 0 loads the checkpoint; the others receive it by broadcast."""
         arrays, meta = load_checkpoint(self.checkpoint_path)
-        saved = {**asdict(TrainConfig(train="", model_dir="")), **meta["config"]}  # settings it lacks: defaults
+        saved = {**TrainConfig.defaults(), **meta["config"]}  # settings it lacks: their defaults
         changed = [k for k in _RESUME_KEYS if saved[k] != getattr(self.config, k)]
         if changed:
             raise CheckpointError(f"{self.checkpoint_path}: cannot resume, settings differ: "
@@ -221,17 +192,39 @@ class Trainer:
                                               f"{getattr(self.config, k)}" for k in changed))
         if len(Dictionary.from_arrays(arrays).words) != self.dictionary.nwords:
             raise CheckpointError(f"{self.checkpoint_path}: checkpoint was trained on other data")
+        if meta.get("corpus", self.corpus_key) != self.corpus_key:  # an import from fastText records none
+            raise CheckpointError(f"{self.checkpoint_path}: checkpoint was trained on other data: its corpus "
+                                  f"fingerprint is {meta['corpus']}, --train {self.config.train} gives "
+                                  f"{self.corpus_key}")
+        saved_optimizer = meta.get("optimizer", "sgd")
+        if saved_optimizer != self.optimizer.name:
+            raise CheckpointError(f"{self.checkpoint_path}: cannot resume, the checkpoint trained with --optimizer "
+                                  f"{saved_optimizer} and this run would use {self.optimizer.name} (global batch "
+                                  f"{self.global_batch_size}): give --optimizer {saved_optimizer}")
         self._load_weights(arrays)
+        self.optimizer.load_state_arrays(arrays["input_rows"], arrays)
         self.progress = Progress(**meta["progress"])
         saved_validation = {**asdict(Validation()), **(meta.get("validation") or {})}  # none when imported
         self.validation = Validation(self.validation.patience, saved_validation["best_accuracy"],
                                      saved_validation["best_epoch"])
-        self.progress.batch = resume_batch(self.progress.batch, saved["batch_size"] * meta["world_size"],
-                                           self.global_batch_size)
+        if self.progress.batch:  # mid-epoch (an imported checkpoint has no batch size, and no position)
+            self.progress.batch = resume_batch(self.progress.batch, saved["batch_size"] * meta["world_size"],
+                                               self.global_batch_size)
 
     def _load_weights(self, arrays: dict):
         self.model.load_state_arrays(arrays)
         self.touched[arrays["input_rows"]] = True
+
+    def _broadcast_optimizer_state(self):
+        """Horovod: every rank continues from rank 0's optimizer state for the touched rows."""
+        if self.world.size == 1:
+            return
+        count = int(self.world.broadcast(np.array([self.touched.sum()]), name="optimizer_rows")[0])
+        ids = self.world.broadcast(np.flatnonzero(self.touched) if self.world.is_root else np.zeros(count, np.int64),
+                                   name="optimizer_row_ids")
+        state = {key: self.world.broadcast(value, name=f"optimizer_{key}")
+                 for key, value in self.optimizer.state_arrays(ids).items()}
+        self.optimizer.load_state_arrays(ids, state)
 
     def _load_pretrained_vectors(self):
         """fastText's `-pretrainedVectors`: each vocabulary word found in the file starts from its vector."""
@@ -255,10 +248,12 @@ class Trainer:
         if not self.world.is_root:
             return
         arrays = {**self.model.state_arrays(self.touched), **self.dictionary.to_arrays()}
+        arrays.update(self.optimizer.state_arrays(arrays["input_rows"]))
         meta = checkpoint_meta(asdict(self.config), asdict(self.progress), finished, self.names, self.num_classes,
                                self.world.size,
                                TEXT_NORMALIZATION if detect_format(self.config.train) == "csv" else None,
-                               metrics, asdict(self.validation))
+                               metrics, asdict(self.validation), corpus=self.corpus_key,
+                               optimizer=self.optimizer.name)
         save_checkpoint(path or self.checkpoint_path, arrays, meta)
 
     # -- one step ----------------------------------------------------------------------------
@@ -279,9 +274,8 @@ class Trainer:
         return loss, rows.grad.data, model.output_matrix.grad(ctx)
 
     def _apply(self, row_ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
-        if len(row_ids):
-            sparse_sgd_step(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads, lr)
-        dense_sgd_step(self.model.output_matrix.data(self.ctx), output_grad, lr)
+        self.optimizer.apply(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads,
+                             self.model.output_matrix.data(self.ctx), output_grad, lr)
 
     def _step(self, batch: Batch, lr: float, signalled: bool, late: bool):
         """One SGD step; returns (summed loss of this rank's documents,
@@ -295,9 +289,11 @@ class Trainer:
         return loss, counts
 
     def _step_alone(self, batch: Batch):
-        """A world-of-one step at learning rate 0: a step's work, the weights unchanged."""
+        """A world-of-one step at learning rate 0: a step's work, the weights and optimizer state unchanged."""
         loss, row_grads, output_grad = self._gradients(batch)
+        state = self.optimizer.state_arrays(batch.unique_ids)
         self._apply(batch.unique_ids, row_grads, output_grad, lr=0.0)
+        self.optimizer.load_state_arrays(batch.unique_ids, state)
         loss.wait_to_read()
 
     def _measure_single_worker_rate(self) -> Optional[float]:
@@ -317,22 +313,23 @@ class Trainer:
         Past `deadline` (a `time.monotonic()` value: an autotune trial's budget) every rank
         stops at the same step with `DeadlineReached`, leaving no checkpoint of its own.
         """
-        config, progress, world = self.config, self.progress, self.world
-        self.dashboard.settings(asdict(config))
+        config, progress = self.config, self.progress
         self.single_worker_rate = self._measure_single_worker_rate()
-        reporter = ProgressReporter(config.epoch * self.stream.num_docs, "examples", enabled=world.is_root)
+        self.dashboard.training_started(asdict(config), self.world.size, self.global_batch_size,
+                                        self.single_worker_rate, progress.step)
+        reporter = ProgressReporter(config.epoch * self.stream.num_docs, "examples")
         done_before = progress.epoch * self.stream.num_docs + progress.batch * self.stream.global_batch_size
         meter = ScalingMeter()
         train_start = time.perf_counter()
         try:
             kept_metrics = self._run_epochs(deadline, reporter, meter, done_before)
-            if "accuracy" in kept_metrics:
-                self.dashboard.hparams(asdict(config), {"accuracy": kept_metrics["accuracy"]})
+            metrics = self._run_metrics(self._gather(meter.close_run()), time.perf_counter() - train_start)
+            self.dashboard.training_finished(training_hparams(config, self.world.size, self.global_batch_size), metrics,
+                                             progress.step)
         finally:
             reporter.close()
             self.dashboard.close()  # events of a run ended by a deadline or an error are flushed too
         self._keep_best()
-        metrics = self._run_metrics(self._gather(meter.close_run()), time.perf_counter() - train_start)
         metrics.update(kept_metrics)
         return metrics
 
@@ -343,8 +340,8 @@ class Trainer:
         with StopRequest() as stop:
             while progress.epoch < config.epoch:
                 started = time.perf_counter()
-                for batch in self.stream.epoch(progress.epoch, progress.batch):
-                    lr = linear_decay_lr(config.lr, progress.tokens / self.total_tokens)
+                for batch in prefetched(self.stream.epoch(progress.epoch, progress.batch)):
+                    lr = self.optimizer.learning_rate(config.lr, progress.tokens / self.total_tokens)
                     late = deadline is not None and time.monotonic() > deadline
                     loss, (_, global_tokens, signalled, out_of_time) = self._step(batch, lr, stop.signum is not None,
                                                                                   late)
@@ -360,9 +357,9 @@ class Trainer:
                 self._log(meter, lr, reporter, done_before)
                 progress.epoch += 1
                 progress.batch = 0
-                self.dashboard.scalars(progress.epoch, scaling_scalars(self._gather(meter.close_epoch()),
-                                                                       "scaling_per_epoch"))
-                epoch_metrics, stop_early = self._end_epoch()
+                epoch_scaling = scaling_scalars(self._gather(meter.close_epoch()), "scaling_per_epoch")
+                epoch_metrics, stop_early = self._end_epoch()  # the checkpoint first, then the optional logs
+                self.dashboard.scalars(progress.step, epoch_scaling)
                 kept_metrics = epoch_metrics or kept_metrics
                 if stop_early:
                     break
@@ -375,8 +372,7 @@ class Trainer:
             raise DeadlineReached(f"the time budget ran out at {where}")
         self._save(finished=False)
         self.world.barrier()  # no rank exits (and has the launcher stop the job) before the save
-        raise KeyboardInterrupt(f"stopped by a signal at {where}; checkpoint saved, continue with --resume"
-                                if self.world.is_root else "")
+        raise Stopped(f"stopped by a signal at {where}; checkpoint saved, continue with --resume")
 
     def _end_epoch(self):
         """Evaluate, checkpoint, and decide on early stopping.
@@ -386,8 +382,8 @@ class Trainer:
         best validation accuracy, saved aside and moved into place when training ends.
         """
         epoch, step = self.progress.epoch, self.progress.step
-        test = self._evaluate(self.test_docs, "test", step)
-        valid = self._evaluate(self.valid_docs, "valid", step)
+        test = self._evaluate(self.test_docs)
+        valid = self._evaluate(self.valid_docs)
         metrics = {**(test.as_dict(self.names) if test else {}), "epoch": epoch}
         if valid:
             metrics["valid"] = valid.as_dict(self.names)
@@ -400,6 +396,9 @@ class Trainer:
             self._save(finished, metrics=metrics)
         if improved and self.config.early_stopping:
             self._save(finished=True, metrics=metrics, path=self.best_path)
+        # TensorBoard only after the checkpoint: a failing event write (a full disk) cannot cost the epoch.
+        self._log_evaluation(test, "test", step)
+        self._log_evaluation(valid, "valid", step)
         self.world.barrier()  # the other ranks wait for rank 0's evaluation here, outside the timed steps
         return (metrics if improved or not self.config.early_stopping else None), stop_early
 
@@ -416,17 +415,19 @@ class Trainer:
         if meter.window_empty:
             return
         window = self._gather(meter.close_window())
-        if not math.isfinite(window["loss"]):
-            raise NonFiniteLoss(f"loss became {window['loss']} at epoch {self.progress.epoch + 1}, "
-                                f"step {self.progress.step}: lower --lr (now {self.config.lr}) or --batch-size "
-                                f"(now {self.config.batch_size} per rank): a step applies the summed gradients of "
-                                f"the global batch, so lr x global batch ({self.config.lr * self.global_batch_size:g}) "
-                                f"sets how far it moves")
+        self._check_finite(window["loss"])
         self.dashboard.scalars(self.progress.step, {
             "train/loss": window["loss"], "train/learning_rate": lr,
             "train/examples_per_second": window["examples_per_second"],
             "train/tokens_per_second": window["tokens_per_second"], **scaling_scalars(window, "scaling")})
         reporter.update(window["examples"], done_before, loss=window["loss"], lr=lr)
+
+    def _check_finite(self, loss: float):
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"loss became {loss} at epoch {self.progress.epoch + 1}, step {self.progress.step}: "
+                                f"lower --lr (now {self.config.lr}) or --batch-size (now {self.config.batch_size} "
+                                f"per rank): lr x global batch ({self.config.lr * self.global_batch_size:g}) sets "
+                                f"how far a step moves (see model/optimizers.py)")
 
     def _run_metrics(self, run: dict, seconds: float) -> dict:
         """The metrics JSON's training part: throughput over the training steps and how it scaled."""
@@ -435,14 +436,16 @@ class Trainer:
         metrics.update({key: value for key, value in run.items() if key not in ("examples", "loss")})
         return metrics
 
-    def _evaluate(self, docs: Optional[EncodedDocuments], split: str, step: int):
-        """Metrics on `docs` (rank 0's test or validation set), logged under `split/`; None without docs."""
-        if docs is None:
-            return None
-        report = evaluate(self.model, docs, self.config.k, self.ctx)
+    def _evaluate(self, docs: Optional[EncodedDocuments]):
+        """Metrics on `docs` (rank 0's test or validation set); None without docs."""
+        return None if docs is None else evaluate(self.model, docs, self.config.k, self.ctx)
+
+    def _log_evaluation(self, report, split: str, step: int):
+        """An evaluation's metrics and confusion matrix under `split/`."""
+        if report is None:
+            return
         self.dashboard.scalars(step, {f"{split}/accuracy": report.accuracy, f"{split}/loss": report.loss,
                                       f"{split}/precision_at_{self.config.k}": report.precision_at_k,
                                       f"{split}/recall_at_{self.config.k}": report.recall_at_k})
         self.dashboard.confusion(step, report.confusion, self.names, split)
         self.dashboard.flush()
-        return report

@@ -23,9 +23,11 @@ from typing import Optional
 import mxnet as mx
 import numpy as np
 
+from fasttext_horovod.data_pipeline.errors import InputError
+from fasttext_horovod.model.tensors import to_device
+
 from .errors import PeerFailure
 from .launcher import launched_size
-from fasttext_horovod.model.tensors import to_device
 
 
 @contextmanager
@@ -53,7 +55,12 @@ class World:
         """CPU without --gpu; GPU `local rank` under Horovod; GPU `gpu` for a single process."""
         if gpu is None:
             return mx.cpu()
-        return mx.gpu(self.local_rank if self.size > 1 else gpu)
+        index = self.local_rank if self.size > 1 else gpu
+        visible = mx.context.num_gpus()
+        if index >= visible:
+            raise InputError("--gpu", f"GPU {index} is not available: this MXNet sees {visible} GPU(s)"
+                                      + ("; the CPU build cannot use one (install mxnet-cu112)" if not visible else ""))
+        return mx.gpu(index)
 
     def allgather(self, array: np.ndarray, name: str) -> np.ndarray:
         """Every rank's `array` (at least one row each; the counts may differ) concatenated

@@ -1,6 +1,10 @@
 """What every entry point shares: thread settings before MXNet loads, and clean failures."""
+import errno
 import os
 import sys
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                  errno.EISDIR}
 
 
 def configure_mxnet(threads, gpu):
@@ -15,7 +19,7 @@ def configure_mxnet(threads, gpu):
         os.environ["MXNET_CPU_WORKER_NTHREADS"] = str(threads)
     if gpu is None:
         os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
-        _start_engine_quietly()
+    _start_engine_quietly()
 
 
 def _start_engine_quietly():
@@ -43,23 +47,34 @@ def run_cli(main) -> None:
     because another one failed says so and exits non-zero too, so no rank hangs or stays.
     """
     from fasttext_horovod.data_pipeline.errors import InputError
-    from fasttext_horovod.distributed.errors import NonFiniteLoss, PeerFailure
+    from fasttext_horovod.distributed.errors import NonFiniteLoss, PeerFailure, Stopped
     from fasttext_horovod.distributed.launcher import launched_rank
+    from fasttext_horovod.distributed.logs import init_logging, log
     from fasttext_horovod.model.checkpoint import CheckpointError
+    init_logging()
     where = "" if launched_rank() is None else f"rank {launched_rank()}: "
     try:
         main()
     except (InputError, CheckpointError, NonFiniteLoss) as err:
-        print(f"error: {where}{err}", file=sys.stderr)
+        log.error(f"error: {where}{err}")
         sys.exit(2)
     except PeerFailure as err:
-        print(f"error: {where}{err}", file=sys.stderr)
+        log.error(f"error: {where}{err}")
         sys.exit(1)
-    except KeyboardInterrupt as err:
-        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
+    except Stopped as err:
+        log.info(f"interrupted: {err}")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        log.info("interrupted")
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as err:
+        if err.errno not in _OUTPUT_ERRNOS:
+            raise
+        # A full disk or a directory that stopped being writable mid-run: the path, not a traceback.
+        log.error(f"error: {where}{err.filename or 'writing output'}: {err.strerror}")
+        sys.exit(2)
 
 
 def describe_hardware(gpu=None, world_size: int = 1) -> str:

@@ -12,7 +12,7 @@ verified, and against what). A dataset already unpacked there is left alone.
 import argparse
 import os
 
-
+from fasttext_horovod.distributed.logs import results
 from fasttext_horovod.launch.common import run_cli
 
 
@@ -56,11 +56,11 @@ def main():
         finally:
             progress.close()
         if report.already_present:
-            print(f"{spec.name}: already in {report.directory}")
+            results.info(f"{spec.name}: already in {report.directory}")
             continue
         rows = report.rows
-        print(f"{spec.name}: {report.directory} (train {rows['train.csv']:,} rows, test {rows['test.csv']:,} rows)\n"
-              f"  sha256 {report.sha256}\n  {report.digest_check}")
+        results.info(f"{spec.name}: {report.directory} (train {rows['train.csv']:,} rows, "
+                     f"test {rows['test.csv']:,} rows)\n  sha256 {report.sha256}\n  {report.digest_check}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ per-document loss against the gold label sets.
 """
 import argparse
 
-
+from fasttext_horovod.distributed.logs import results
 from fasttext_horovod.launch.common import configure_mxnet, run_cli
 from fasttext_horovod.launch.model_args import add_model_arguments, add_ranking_arguments, load_trained_model
 
@@ -39,14 +39,14 @@ def main():
     parser.add_argument("--metrics-out", help="also write the report as JSON")
     args = parser.parse_args()
     configure_mxnet(args.thread, args.gpu)
-    from fasttext_horovod.model.inference import encode_labelled_file, evaluate
     from fasttext_horovod.distributed.world import World
     from fasttext_horovod.model.checkpoint import write_json_atomic
+    from fasttext_horovod.model.inference import encode_labelled_file, evaluate
     ctx = World().device(args.gpu)
     trained = load_trained_model(args, ctx)
     docs = encode_labelled_file(args.test, trained.dictionary, trained.num_classes)
     report = evaluate(trained.model, docs, args.k, ctx, args.threshold).as_dict(trained.label_names)
-    print(format_report(report, trained.label_names))
+    results.info(format_report(report, trained.label_names))
     if args.metrics_out:
         write_json_atomic(args.metrics_out, report)
 

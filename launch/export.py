@@ -6,9 +6,8 @@ fastText's `predict` does not normalise text: a model trained on Zhang et al.'s 
 text normalised as fastText's classification-results.sh does (as our predict.py does for you).
 """
 import argparse
-import sys
 
-
+from fasttext_horovod.distributed.logs import log, results
 from fasttext_horovod.launch.common import configure_mxnet, run_cli
 
 
@@ -21,20 +20,20 @@ def main():
     if not (args.fasttext or args.vec):
         parser.error("give --fasttext MODEL.bin and/or --vec MODEL.vec")
     configure_mxnet(None, None)
-    from fasttext_horovod.model.fasttext_interop import to_fasttext
-    from fasttext_horovod.model.inference import load_model_dir
     from fasttext_horovod.distributed.world import World
     from fasttext_horovod.model.fasttext_binary import write_fasttext_bin, write_vec
+    from fasttext_horovod.model.fasttext_interop import to_fasttext
+    from fasttext_horovod.model.inference import load_model_dir
     trained = load_model_dir(args.model_dir, World().device(None))
     exported = to_fasttext(trained)
     if args.fasttext:
         write_fasttext_bin(args.fasttext, exported)
-        print(f"fastText model: {args.fasttext}")
+        results.info(f"fastText model: {args.fasttext}")
     if args.vec:
         write_vec(args.vec, exported.words, exported.input_matrix[:len(exported.words)])
-        print(f"word vectors: {args.vec}")
+        results.info(f"word vectors: {args.vec}")
     if trained.normalises_input:
-        print("note: trained on normalised CSV text; normalise text before fastText's predict", file=sys.stderr)
+        log.info("note: trained on normalised CSV text; normalise text before fastText's predict")
 
 
 if __name__ == "__main__":

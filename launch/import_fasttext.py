@@ -13,7 +13,7 @@ the .bin; --lr as given here) and its training file must be the one the .bin was
 import argparse
 import os
 
-
+from fasttext_horovod.distributed.logs import results
 from fasttext_horovod.launch.common import configure_mxnet, run_cli
 
 
@@ -34,7 +34,7 @@ def main():
     existing = os.path.join(args.model_dir, CHECKPOINT_FILE)
     if os.path.exists(existing):
         raise InputError(existing, "exists; import into a new --model-dir")
-    print(f"model: {import_fasttext(args.fasttext_model, args.model_dir, args.lr, args.normalize_input)}")
+    results.info(f"model: {import_fasttext(args.fasttext_model, args.model_dir, args.lr, args.normalize_input)}")
 
 
 if __name__ == "__main__":

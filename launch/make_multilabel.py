@@ -9,7 +9,7 @@ data_pipeline/merged_pairs.py for how documents are paired.
 import argparse
 import os
 
-
+from fasttext_horovod.distributed.logs import results
 from fasttext_horovod.launch.common import run_cli
 
 
@@ -24,7 +24,7 @@ def main():
     for split in ("train.csv", "test.csv"):
         rows = write_merged_pairs(os.path.join(args.source, split), os.path.join(args.out, split), args.seed,
                                   args.single_fraction)
-        print(f"{os.path.join(args.out, split)}: {rows} documents")
+        results.info(f"{os.path.join(args.out, split)}: {rows} documents")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ where none qualifies.
 import argparse
 import sys
 
-
 from fasttext_horovod.launch.common import configure_mxnet, run_cli
 from fasttext_horovod.launch.model_args import add_model_arguments, add_ranking_arguments, load_trained_model
 
@@ -27,8 +26,8 @@ def main():
     args = parser.parse_args()
     configure_mxnet(args.thread, args.gpu)
     from fasttext_horovod.data_pipeline.readers import read_text_lines
-    from fasttext_horovod.model.inference import encode_texts, predict
     from fasttext_horovod.distributed.world import World
+    from fasttext_horovod.model.inference import encode_texts, predict
     ctx = World().device(args.gpu)
     trained = load_trained_model(args, ctx)
     texts = list(read_text_lines(args.input, normalise=trained.normalises_input))

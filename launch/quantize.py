@@ -16,9 +16,8 @@ normalised as the training corpus was (predict.py does this for CSV-trained mode
 """
 import argparse
 import os
-import sys
 
-
+from fasttext_horovod.distributed.logs import log, results
 from fasttext_horovod.launch.common import configure_mxnet, run_cli
 
 
@@ -84,13 +83,13 @@ def main():
     args = parser.parse_args()
     check_settings(args)
     configure_mxnet(args.thread, args.gpu)
-    from fasttext_horovod.model.fasttext_interop import load_fasttext_model
-    from fasttext_horovod.model.inference import load_model_dir
     from fasttext_horovod.distributed.quantize_retrain import log_summary, quantize_model, retrain_config
-    from fasttext_horovod.model.quantization import QuantizeSettings, summarize, top1_report
     from fasttext_horovod.distributed.world import init_world
     from fasttext_horovod.model.checkpoint import write_json_atomic
     from fasttext_horovod.model.fasttext_binary import write_fasttext_bin
+    from fasttext_horovod.model.fasttext_interop import load_fasttext_model
+    from fasttext_horovod.model.inference import load_model_dir
+    from fasttext_horovod.model.quantization import QuantizeSettings, summarize, top1_report
     # Horovod: every rank retrains; rank 0 alone quantizes, writes and reports.
     world = init_world()
     ctx = world.device(args.gpu)
@@ -113,13 +112,13 @@ def main():
         after = top1_report(small, args.test, trained.num_classes, ctx)
     summary = {**summarize(quantized, args.output, before, after), "cutoff": settings.cutoff, "dsub": args.dsub,
                "qnorm": args.qnorm, "qout": args.qout, "retrain": args.retrain}
-    print(format_summary(summary, args.output))
+    results.info(format_summary(summary, args.output))
     if args.logdir:
         log_summary(os.path.join(args.logdir, "quantize"), summary)
     if args.metrics_out:
         write_json_atomic(args.metrics_out, summary)
     if trained.normalises_input:
-        print("note: trained on normalised CSV text; normalise text before fastText's predict", file=sys.stderr)
+        log.info("note: trained on normalised CSV text; normalise text before fastText's predict")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,9 @@ settings were overridden.
 """
 import argparse
 import os
-import sys
 import time
 
-
+from fasttext_horovod.distributed.logs import log, results
 from fasttext_horovod.launch.common import configure_mxnet, describe_hardware, run_cli
 
 PAPER_SETTINGS = {"dim": 10, "epoch": 5, "bucket": 10_000_000}
@@ -59,14 +58,13 @@ def describe_data(spec, data_root: str) -> dict:
 
 def run_one(spec, word_ngrams: int, args, world) -> dict:
     """Train one configuration; returns accuracy (on rank 0) and seconds per epoch."""
+    from fasttext_horovod.distributed.settings import TrainConfig
+    from fasttext_horovod.distributed.training import Trainer
     from fasttext_horovod.model.inference import encode_labelled_file, evaluate
-    from fasttext_horovod.distributed.training import TrainConfig, Trainer
-    from fasttext_horovod.model.step_size import default_batch_size
     config = TrainConfig(train=spec.train_path(args.data_root), dataset=spec.name, lr=spec.lr,
                          model_dir=os.path.join(args.runs_dir, f"{spec.name}-{word_ngrams}gram"),
                          cache_dir=args.cache_dir, dim=args.dim, epoch=args.epoch, word_ngrams=word_ngrams,
-                         bucket=args.bucket, gpu=args.gpu, seed=args.seed,
-                         batch_size=default_batch_size(spec.lr, world.size))
+                         bucket=args.bucket, gpu=args.gpu, seed=args.seed, optimizer="sgd")  # the paper's
     trainer = Trainer(config, world)
     metrics = trainer.train()
     result = {"seconds_per_epoch": metrics["train_seconds"] / args.epoch,
@@ -136,8 +134,8 @@ def main():
         out.write(table)
     write_json_atomic(args.out + ".json", {"settings": settings, "hardware": machine, "world_size": world.size,
                                            "date": time.strftime("%Y-%m-%d"), "rows": rows})
-    print(table)
-    print(f"wrote {args.out}.md and {args.out}.json", file=sys.stderr)
+    results.info(table)
+    log.info(f"wrote {args.out}.md and {args.out}.json")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ SYNTHETIC.txt describing how it was made (see data_pipeline/synthetic.py).
 """
 import argparse
 
-
+from fasttext_horovod.distributed.logs import results
 from fasttext_horovod.launch.common import run_cli
 
 
@@ -31,7 +31,7 @@ def main():
             directory = write_synthetic_dataset(spec, args.data_root, args.scale, args.seed, reporter.update)
         finally:
             reporter.close()
-        print(f"{spec.name}: SYNTHETIC corpus of {total:,} documents in {directory}")
+        results.info(f"{spec.name}: SYNTHETIC corpus of {total:,} documents in {directory}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The input matrix (`nwords + bucket` rows) is never differentiated as a whole: a step
 gathers only the rows its batch uses (`gather_rows`), the block differentiates that small
-dense block, and `sgd.sparse_sgd_step` writes the result back lazily. Both matrices are
+dense block, and `optimizers` writes the result back lazily. Both matrices are
 initialised as fastText does: input uniform in +-1/dim, output zero.
 
 Losses, as fastText's `src/loss.cc`: `softmax` and `hs` train a document on one of its
@@ -17,8 +17,7 @@ import numpy as np
 from mxnet import gluon
 
 from .hierarchical_softmax import HuffmanTree, hs_loss, hs_top_k
-
-LOSSES = ("softmax", "hs", "ova")
+from .losses import LOSSES
 
 
 class SeededUniform(mx.init.Initializer):

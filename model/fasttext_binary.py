@@ -26,14 +26,14 @@ anything else with the reason, as `CheckpointError` naming the file.
 """
 import mmap
 import os
+import re
 import struct
-import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from .checkpoint import CheckpointError
+from .checkpoint import MAX_WORD_NGRAMS, CheckpointError, atomic_output, memory_budget
 from .product_quantizer import KSUB, ProductQuantizer, QuantizedMatrix
 
 MAGIC = 793712314
@@ -51,6 +51,11 @@ _QUANT_HEADER = struct.Struct("<?qqi")
 _PQ_HEADER = struct.Struct("<iiii")
 _PRUNE_PAIR = np.dtype("<i4")
 _FLAG = struct.Struct("<?")
+_MIN_ENTRY_BYTES = 1 + _ENTRY_TAIL.size   # a one-byte token, its NUL, count and type
+# A quantized matrix expands to 4 * dsub bytes of floats per code byte: 8x with fastText's
+# default dsub 2. Beyond this factor a small file would demand gigabytes when dequantized.
+_MAX_EXPANSION = 64
+_WHITESPACE = re.compile(rb"[\s\0]")
 
 Matrix = Union[np.ndarray, QuantizedMatrix]
 
@@ -166,20 +171,9 @@ def fasttext_file_size(model: FastTextModel) -> int:
 
 
 def _write_atomic(path: str, parts) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not mkstemp's private 0600
-        with os.fdopen(handle, "wb") as out:
-            for part in parts:
-                out.write(part)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_output(path) as out:
+        for part in parts:
+            out.write(part)
 
 
 class _Reader:
@@ -231,6 +225,11 @@ class _Reader:
         if pq.dim != cols or codesize != rows * pq.nsubq:
             raise self.error(f"corrupt {what} (rows {rows}, cols {cols}, {codesize} codes, quantizer of "
                              f"dim {pq.dim} in groups of {pq.dsub})")
+        dense_bytes = rows * cols * 4
+        if dense_bytes > min(_MAX_EXPANSION * len(self.data), memory_budget()):
+            raise self.error(f"{what} of {rows:,} x {cols} would take {dense_bytes / 2 ** 20:,.0f} MiB dequantized, "
+                             f"more than {_MAX_EXPANSION}x the file or this machine's memory allows "
+                             f"(groups of {pq.dsub} columns; fastText's default is 2)")
         matrix = QuantizedMatrix(codes.reshape(rows, pq.nsubq), pq)
         if qnorm:
             matrix.norm_codes = self.array(np.uint8, rows, f"norms of the {what}")
@@ -282,18 +281,28 @@ def _parse(reader: _Reader) -> FastTextModel:
         raise reader.error(f"loss {losses.get(loss_id, loss_id)} is not supported (softmax, hs and ova are)")
     if maxn > 0:
         raise reader.error(f"uses character n-grams (minn {minn}, maxn {maxn}): not supported")
+    if dim < 1 or bucket < 0 or not 1 <= word_ngrams <= MAX_WORD_NGRAMS:
+        raise reader.error(f"corrupt or unsupported arguments (dim {dim}, bucket {bucket}, wordNgrams {word_ngrams}; "
+                           f"at most {MAX_WORD_NGRAMS})")
     args = FastTextArgs(dim, epoch, min_count, word_ngrams, losses[loss_id], bucket, ws, neg, model, minn, maxn,
                         lr_update_rate, t)
     size, nwords, nlabels, ntokens, pruned = reader.unpack(_DICT_HEADER)
-    if size != nwords + nlabels or min(nwords, nlabels) < 0 or pruned < _NOT_PRUNED:
+    if size != nwords + nlabels or min(nwords, nlabels) < 0 or pruned < _NOT_PRUNED or ntokens < 0:
         raise reader.error(f"corrupt dictionary header (size {size}, nwords {nwords}, nlabels {nlabels}, "
-                           f"pruneidx_size {pruned})")
+                           f"ntokens {ntokens}, pruneidx_size {pruned})")
+    if nlabels == 0:
+        raise reader.error("the dictionary has no labels: not a classifier")
+    if size * _MIN_ENTRY_BYTES > len(reader.data) - reader.pos:
+        raise reader.error(f"truncated: a dictionary of {size:,} entries cannot fit in the "
+                           f"{len(reader.data) - reader.pos:,} bytes left")
     tokens, counts, kinds = [], np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int8)
     for i in range(size):
         tokens.append(reader.cstring())
         counts[i], kinds[i] = reader.unpack(_ENTRY_TAIL)
     if list(kinds) != [_WORD] * nwords + [_LABEL] * nlabels:
         raise reader.error("corrupt dictionary (entries are not words then labels)")
+    if (counts < 0).any() or any(not token or _WHITESPACE.search(token) for token in tokens):
+        raise reader.error("corrupt dictionary (an empty token, a token with whitespace, or a negative count)")
     pruneidx = None
     if pruned != _NOT_PRUNED:
         pruneidx = reader.array(_PRUNE_PAIR, 2 * pruned, "pruned dictionary").reshape(pruned, 2).astype(np.int64)

@@ -10,20 +10,22 @@ Continuing training from an imported model works through `train.py --resume` wit
 change to the training loop: the imported checkpoint records training progress zero and a
 training configuration built from the `.bin`'s Args (plus the `--lr` given to the import),
 so a resumed run trains `--epoch` epochs starting from fastText's weights. The training
-file must be the one the `.bin` was trained on: `--resume` checks the vocabulary size, not
-that every word id matches.
+file must be the one the `.bin` was trained on: `--resume` checks the vocabulary size (an
+imported checkpoint has no fingerprint of fastText's training file), not that every word id
+matches.
 
 A `.ftz` (see `quantization.py`) reads as its dequantized rows: the input rows fastText
 adds up for a document, one per kept word and kept n-gram bucket, under a pruned
 dictionary that encodes text into exactly those rows, as fastText's does.
 """
 import os
+
 import mxnet as mx
 import numpy as np
 
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.normalize import LABEL_PREFIX
-from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, save_checkpoint
+from fasttext_horovod.model.checkpoint import CheckpointError, check_model_arrays, checkpoint_meta, save_checkpoint
 from fasttext_horovod.model.fasttext_binary import FastTextArgs, FastTextModel, read_fasttext_bin
 from fasttext_horovod.model.product_quantizer import dense
 
@@ -66,6 +68,7 @@ def _checkpoint_from_fasttext(path: str, lr: float = 0.1, normalises_input: bool
     meta = checkpoint_meta(config, progress={}, finished=True, label_names=names, num_classes=None, world_size=1,
                            text_normalization=TEXT_NORMALIZATION if normalises_input else None,
                            imported_from=os.path.abspath(path))
+    check_model_arrays(path, arrays, meta)  # what a checkpoint must hold, before one is written from it
     return arrays, meta
 
 

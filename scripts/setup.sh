@@ -15,7 +15,7 @@ PY=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 
-if ! python -c "import mxnet, gluonnlp, tensorboardX, horovod.mxnet, fasttext, matplotlib, pytest" 2>/dev/null; then
+if ! python -c "import mxnet, gluonnlp, tensorboardX, horovod.mxnet, fasttext, matplotlib, aiohttp, prometheus_client, numba, pytest, hypothesis, PIL" 2>/dev/null; then
   # pybind11: fasttext 0.9.3 builds from source and, without build isolation, needs it already installed.
   pip install -q numpy==1.23.5 mxnet==1.9.1 gluonnlp==0.10.0 tensorboardX==2.6.5 \
       tensorboard==2.21.0 mpi4py==4.1.2 wheel==0.48.0 pybind11==2.13.6

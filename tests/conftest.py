@@ -3,7 +3,6 @@
 The end-to-end tests run the real entry points (`launch/*.py`) as subprocesses, as a
 user would, on real AG News rows.
 """
-import os
 import shutil
 import subprocess
 import sys
@@ -11,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-# In-process training runs MXNet as the CLI does on the CPU (launch.common.configure_mxnet);
-# it must be set before anything imports mxnet.
-os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
+from fasttext_horovod.launch.common import configure_mxnet
+
+# In-process training runs MXNet as the CLI does on the CPU, set before anything imports mxnet.
+configure_mxnet(threads=None, gpu=None)
 
 REPO = Path(__file__).resolve().parents[1]
 AG_NEWS = REPO / "samples" / "ag_news_mini"

@@ -8,13 +8,13 @@ import statistics
 
 import numpy as np
 import pytest
-
 from conftest import AG_NEWS
 
 pytest.importorskip("fasttext")
 
 from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
-from fasttext_horovod.distributed.training import TrainConfig, Trainer
+from fasttext_horovod.distributed.settings import TrainConfig
+from fasttext_horovod.distributed.training import Trainer
 from fasttext_horovod.distributed.world import World
 
 OUR_SEEDS = range(6)

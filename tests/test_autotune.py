@@ -12,13 +12,20 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import AG_NEWS, REPO, run_cli
+from horovod_jobs import WEIGHTS, assert_same_weights, checkpoint_arrays, run, train_command
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import AG_NEWS, REPO, run_cli
-from fasttext_horovod.distributed.autotune import SEARCH_SPACE, AutotuneStrategy, Settings, gauss_sigma, perturb, trial_score
-from horovod_jobs import WEIGHTS, assert_same_weights, checkpoint_arrays, run, train_command
-from fasttext_horovod.model.fasttext import LOSSES
+from fasttext_horovod.distributed.autotune import (
+    SEARCH_SPACE,
+    AutotuneStrategy,
+    Settings,
+    gauss_sigma,
+    perturb,
+    trial_score,
+)
+from fasttext_horovod.model.losses import LOSSES
 
 DEFAULTS = Settings(lr=0.1, dim=100, epoch=5, word_ngrams=1, bucket=2_000_000, loss="softmax")
 DURATION = 300.0
@@ -218,14 +225,15 @@ def test_model_dir_holds_the_model_and_the_search_only(tuned):
 
 @pytest.mark.slow
 def test_tensorboard_has_every_finished_trial_as_hparams_and_the_best_score_by_trial(tuned):
+    """Each trial's run is its own HParams session: the searched settings and its validation accuracy."""
     for trial in finished(tuned["summary"]):
-        events = EventAccumulator(str(tuned["logdir"] / f"trial-{trial['trial']:03d}" / "hparams"))
+        events = EventAccumulator(str(tuned["logdir"] / f"trial-{trial['trial']:03d}"))
         events.Reload()
         start = plugin_data_pb2.HParamsPluginData.FromString(
             events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
         logged = {name: value.string_value or value.number_value for name, value in start.hparams.items()}
-        assert logged == trial["settings"]
-        assert events.Scalars("hparam/f1")[0].value == pytest.approx(trial["score"], abs=1e-6)
+        assert {name: logged[name] for name in trial["settings"]} == trial["settings"]
+        assert events.Scalars("valid/accuracy")[-1].value == pytest.approx(trial["valid"]["accuracy"], abs=1e-6)
     events = EventAccumulator(str(tuned["logdir"] / "autotune"))
     events.Reload()
     best = [event.value for event in events.Scalars("autotune/best_f1")]

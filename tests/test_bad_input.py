@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TINY_SETTINGS, run_cli
 
 VALID_ROW = b'"1","Stocks rally","Shares rose on Wall Street."\n'
@@ -259,3 +258,28 @@ def test_diverging_run_leaves_existing_checkpoint_byte_identical(tmp_path, tiny_
     assert_clean_failure(done, "error: loss became nan")
     assert checkpoint_bytes(model_copy) == before
     assert list(model_copy.glob(".tmp-*")) == []
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (("--lr", "nan"), ("--lr", "must be a positive number, got nan")),
+    (("--lr", "-1"), ("--lr", "must be a positive number")),
+    (("--thread", "-3"), ("--thread", "must be at least 1")),
+    (("--batch-size", "0"), ("--batch-size", "must be at least 1, got 0")),
+    (("--gpu", "0"), ("--gpu", "GPU 0 is not available")),
+])
+def test_impossible_settings_are_one_clear_error_before_any_work(tmp_path, tiny_data_dir, args, fragments):
+    done = run_cli("train", "--train", tiny_data_dir / "train.csv", "--model-dir", tmp_path / "model",
+                   "--cache-dir", tmp_path / "cache", *TINY_SETTINGS[:-2], *args)
+    assert_clean_failure(done, *fragments)
+    assert done.returncode == 2
+    assert_nothing_written(tmp_path / "model", tmp_path / "cache")
+
+
+def test_library_callers_get_the_same_checks_as_the_command_line():
+    from fasttext_horovod.data_pipeline.errors import InputError
+    from fasttext_horovod.distributed.settings import TrainConfig
+    with pytest.raises(InputError, match="--lr: must be a positive number, got nan"):
+        TrainConfig(train="train.csv", model_dir="model", lr=float("nan"))
+    with pytest.raises(InputError, match="--early-stopping: needs a validation set"):
+        TrainConfig(train="train.csv", model_dir="model", early_stopping=True)
+    assert TrainConfig(train="train.csv", model_dir="model", lr=0.5).batch_size == 32  # the stable default

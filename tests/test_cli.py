@@ -2,7 +2,6 @@
 import json
 
 import pytest
-
 from conftest import AG_NEWS, run_cli
 
 

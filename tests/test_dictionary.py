@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import AG_NEWS
-from fasttext_horovod.data_pipeline.dictionary import Dictionary, hash_token, word_ngram_buckets
+
+from fasttext_horovod.data_pipeline.dictionary import Dictionary, hash_token, hash_tokens, word_ngram_buckets
 from fasttext_horovod.data_pipeline.readers import read_csv_records, tokenize
 
 BUCKET = 200_000
@@ -225,3 +226,19 @@ def test_ngram_buckets_match_fasttexts_formula_written_with_wrapping_ints():
                 continue
             h = ctypes.c_uint64(h.value * 116049371 + ctypes.c_uint64(int(hashes[j])).value)
             assert got[i, order - 2] == h.value % BUCKET
+
+
+def test_hash_tokens_equals_hash_token_for_every_length_and_byte():
+    """The vectorised hash agrees token by token, across lengths either side of its cut-over
+    to one-by-one hashing and with bytes >= 0x80."""
+    rng = np.random.default_rng(0)
+    tokens = [rng.integers(0, 256, size=length, dtype=np.uint8).tobytes()
+              for length in rng.choice([0, 1, 2, 7, 63, 64, 65, 300], size=2000)]
+    for some in (tokens, tokens[:10], []):  # numpy's way, and one by one for a few tokens
+        assert hash_tokens(some).tolist() == [hash_token(token) for token in some]
+
+
+def test_vectorised_hashes_equal_the_one_token_rule_on_every_real_token_and_odd_bytes(train_records):
+    tokens = list(dict.fromkeys(t for r in train_records for t in r.tokens))
+    tokens += [b"", bytes(range(256)), b"\xff" * 300, "naïve café".encode(), b"\x80a"]
+    assert hash_tokens(tokens).tolist() == [hash_token(t) for t in tokens]

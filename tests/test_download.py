@@ -12,12 +12,12 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+from test_bad_input import assert_clean_failure
+
 from fasttext_horovod.data_pipeline.datasets import DATASETS, DatasetSpec
 from fasttext_horovod.data_pipeline.download import download_dataset, extract_dataset, fetch
 from fasttext_horovod.data_pipeline.errors import InputError
-from test_bad_input import assert_clean_failure
 
 TINY = DatasetSpec("tiny", "tiny_csv", 0.1, 2, train_rows=300, test_rows=40, text_columns=2, paper_accuracy=(0, 0))
 

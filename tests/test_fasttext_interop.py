@@ -9,7 +9,6 @@ import struct
 import mxnet as mx
 import numpy as np
 import pytest
-
 from conftest import AG_NEWS, run_cli
 from test_bad_input import assert_clean_failure
 
@@ -17,12 +16,13 @@ fasttext = pytest.importorskip("fasttext")
 
 from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
 from fasttext_horovod.data_pipeline.readers import read_records
-from fasttext_horovod.model.fasttext_interop import to_fasttext
-from fasttext_horovod.model.inference import encode_texts, load_model_dir, predict
-from fasttext_horovod.distributed.training import TrainConfig, Trainer
+from fasttext_horovod.distributed.settings import TrainConfig
+from fasttext_horovod.distributed.training import Trainer
 from fasttext_horovod.distributed.world import World
 from fasttext_horovod.model.checkpoint import CheckpointError
 from fasttext_horovod.model.fasttext_binary import read_fasttext_bin, write_fasttext_bin
+from fasttext_horovod.model.fasttext_interop import to_fasttext
+from fasttext_horovod.model.inference import encode_texts, load_model_dir, predict
 
 SMOOTHING = 1e-5  # fastText reports exp(log(p + 1e-5)) as the probability
 

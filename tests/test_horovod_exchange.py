@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from horovod_jobs import CONTROLLERS, horovodrun_command, run
 
 NUM_ROWS, DIM, LABELS = 1000, 6, 4
@@ -35,6 +34,7 @@ def worker():
 
 def check_exchange(world, fp16: bool):
     import mxnet as mx
+
     from fasttext_horovod.distributed.exchange import GradientExchange
     exchange = GradientExchange(world, NUM_ROWS, fp16=fp16)
     tolerance = 2e-2 if fp16 else 1e-6

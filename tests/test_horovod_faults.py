@@ -12,7 +12,6 @@ import time
 import numpy as np
 import psutil
 import pytest
-
 from conftest import AG_NEWS
 from horovod_jobs import CONTROLLERS, REPO, TRAIN_SETTINGS, assert_same_weights, run, train_command
 

@@ -8,11 +8,13 @@ same accuracy.
 import json
 import re
 
+import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import AG_NEWS, write_sample
+from fasttext_horovod.model.checkpoint import load_checkpoint
 from horovod_jobs import CONTROLLERS, TRAIN_SETTINGS, assert_same_weights, run, train_command
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 
 pytestmark = [pytest.mark.horovod, pytest.mark.slow]
 
@@ -75,7 +77,7 @@ def test_only_rank_0_prints(runs, controller):
 
 def test_only_rank_0_writes_tensorboard_events(runs):
     events = sorted(p.name for p in runs["logdir"].rglob("events.out.tfevents.*"))
-    assert len(events) == 2, events  # the run's scalars, and its hparams entry
+    assert len(events) == 1, events  # one run, its HParams entry included
 
 
 def test_scaling_dashboard_shows_rates_split_traffic_and_efficiency(runs):
@@ -98,6 +100,38 @@ def test_scaling_dashboard_shows_rates_split_traffic_and_efficiency(runs):
     assert all(0 < s < 0.05 * d for s, d in zip(sparse, dense)), (sparse, dense)
     run_metrics = metrics(runs["ranks"]["gloo"])
     assert run_metrics["single_worker_examples_per_second"] > 0 and 0 < run_metrics["efficiency"] < 2
+    assert {e.value for e in events.Scalars("scaling/ideal_efficiency")} == {1.0}
+
+
+def test_world_is_on_the_dashboard_and_the_layout_has_the_scaling_charts(runs):
+    """Ranks, global batch and the single-worker rate as scalars; the Custom Scalars layout's
+    Scaling section answers efficiency, time split and traffic."""
+    events = EventAccumulator(str(runs["logdir"]), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    run_metrics = metrics(runs["ranks"]["gloo"])
+    assert [e.value for e in events.Scalars("summary/world_size")] == [2]
+    assert [e.value for e in events.Scalars("summary/global_batch_size")] == [64]
+    (rate,) = events.Scalars("summary/single_worker_examples_per_second")
+    assert rate.value == pytest.approx(run_metrics["single_worker_examples_per_second"], rel=1e-6)
+    (config,) = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+    assert [category.title for category in layout.category] == ["Training", "Quality", "Throughput", "Scaling"]
+    assert [chart.title for chart in layout.category[3].chart] == [
+        "efficiency against the ideal (1.0)", "seconds per step: compute vs communicate",
+        "bytes per step: sparse exchange vs dense all-reduce"]
+
+
+def test_two_ranks_at_a_large_global_batch_train_adagrad_as_one_process(tmp_path):
+    """Global batch 1,024 (auto: row-wise Adagrad): 2 ranks x 512 end with 1 process x 1,024's weights and state."""
+    single = train(tmp_path, "none", 1, 1024)
+    ranks = train(tmp_path, "gloo", 2, 512)
+    assert_same_weights(ranks, single)
+    (single_state, single_meta), (ranks_state, ranks_meta) = (load_checkpoint(str(d / "checkpoint.npz"))
+                                                              for d in (single, ranks))
+    assert single_meta["optimizer"] == ranks_meta["optimizer"] == "adagrad"
+    for name in ("row_history", "output_history"):
+        np.testing.assert_allclose(ranks_state[name], single_state[name], rtol=1e-4, err_msg=name)
+    assert metrics(single)["accuracy"] > 0.8
 
 
 def test_ranks_with_empty_shares_of_a_step_still_match_one_process(tmp_path):

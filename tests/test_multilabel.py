@@ -18,11 +18,10 @@ import fasttext
 import mxnet as mx
 import numpy as np
 import pytest
-from mxnet import autograd
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import AG_NEWS, run_cli
 from horovod_jobs import assert_same_weights, run, train_command
+from mxnet import autograd
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
 from fasttext_horovod.data_pipeline.batching import label_matrix, make_batch
@@ -30,9 +29,9 @@ from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.merged_pairs import pair_documents
 from fasttext_horovod.data_pipeline.normalize import normalize_csv_record
 from fasttext_horovod.data_pipeline.readers import read_csv_records, read_fasttext_records, tokenize
-from fasttext_horovod.model.tensors import batch_tensors
 from fasttext_horovod.model.fasttext import FastTextClassifier
 from fasttext_horovod.model.metrics import classification_report
+from fasttext_horovod.model.tensors import batch_tensors
 
 # Our CLI and fastText's train_supervised with the same settings.
 OVA_SETTINGS = ("--loss", "ova", "--epoch", "5", "--dim", "10", "--lr", "0.5", "--word-ngrams", "2",

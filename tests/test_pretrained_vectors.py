@@ -5,10 +5,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from fasttext_horovod.bench.fasttext_cpp import write_fasttext_format
 from conftest import AG_NEWS, TINY_SETTINGS, run_cli
 from horovod_jobs import assert_same_weights, run, train_command
+
+from fasttext_horovod.bench.fasttext_cpp import write_fasttext_format
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.shards import CorpusSettings, preprocess
@@ -94,7 +94,8 @@ def test_vectors_of_a_model_trained_on_more_data_lift_a_short_run(tmp_path, tiny
 
 @pytest.mark.parametrize("content, message", [
     ("", "empty file"),
-    ("2 5\nthe 1 2 3 4 5\n", "promises 2 vectors, the file has 1"),
+    ("2 5\nthe 1 2 3 4 5\n", "promises 2 vectors of dimension 5, more than the 14 bytes after it can hold"),
+    ("2 5\nthe 1 2 3 4 5\n" + " " * 30 + "\n", "promises 2 vectors, the file has 1"),
     ("1 5\nthe 1 2 3 4\n", ":2: expected a word and 5 numbers, got 5 fields"),
     ("1 5\nthe 1 2 x 4 5\n", ":2: a vector component is not a number"),
     ("1 5\nthe 1 2 nan 4 5\n", ":2: a vector component is not finite"),

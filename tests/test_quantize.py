@@ -9,9 +9,8 @@ from dataclasses import replace
 import mxnet as mx
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import AG_NEWS, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_bad_input import assert_clean_failure
 
 fasttext = pytest.importorskip("fasttext")
@@ -19,12 +18,12 @@ fasttext = pytest.importorskip("fasttext")
 from fasttext_horovod.bench.fasttext_cpp import fasttext_copies, train_and_test
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.readers import EOS, read_records, tokenize
-from fasttext_horovod.model.fasttext_interop import load_fasttext_model, to_fasttext
-from fasttext_horovod.model.inference import encode_texts, load_model_dir, predict
-from fasttext_horovod.model.quantization import select_embeddings
 from fasttext_horovod.model.checkpoint import CheckpointError
 from fasttext_horovod.model.fasttext_binary import read_fasttext_bin, write_fasttext_bin
+from fasttext_horovod.model.fasttext_interop import load_fasttext_model, to_fasttext
+from fasttext_horovod.model.inference import encode_texts, load_model_dir, predict
 from fasttext_horovod.model.product_quantizer import QuantizedMatrix, l2_norm_rows
+from fasttext_horovod.model.quantization import select_embeddings
 
 SMOOTHING = 1e-5  # fastText reports exp(log(p + 1e-5)) as the probability
 FULL_SAMPLE = ("--train", AG_NEWS / "train.csv", "--lr", "0.25", "--dim", "10", "--epoch", "5", "--word-ngrams", "2")

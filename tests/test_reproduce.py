@@ -7,9 +7,10 @@ import shutil
 import pytest
 
 from conftest import AG_NEWS, run_cli
+from test_bad_input import assert_clean_failure
+
 from fasttext_horovod.data_pipeline.datasets import DATASETS
 from fasttext_horovod.data_pipeline.synthetic import write_synthetic_dataset
-from test_bad_input import assert_clean_failure
 
 QUICK = ("--dim", "5", "--bucket", "10000")
 

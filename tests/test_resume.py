@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from horovod_jobs import assert_same_weights, horovodrun_command, run
+
 from fasttext_horovod.model.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # each test trains to a checkpoint and back
@@ -23,31 +25,58 @@ def checkpoint(model_dir):
     return load_checkpoint(str(model_dir / "checkpoint.npz"))
 
 
-def test_resume_gives_same_weights(tmp_path, tiny_data_dir):
-    """SIGTERM mid-run saves a checkpoint at the step boundary; --resume then matches bit for bit."""
-    cache = tmp_path / "cache"
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    subprocess.run(train_command(tiny_data_dir, whole, cache), check=True, capture_output=True, cwd=REPO)
-
-    run = subprocess.Popen(train_command(tiny_data_dir, stopped, cache), cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def stop_mid_run(command, model_dir):
+    """Start `command`, SIGTERM it once it wrote its first checkpoint; returns that checkpoint's metadata."""
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not (stopped / "checkpoint.npz").exists() and time.monotonic() < deadline and run.poll() is None:
+    while not (model_dir / "checkpoint.npz").exists() and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.02)
     run.send_signal(signal.SIGTERM)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, stderr.decode()
     assert "continue with --resume" in stderr.decode()
-    _, meta = checkpoint(stopped)
-    assert not meta["finished"] and meta["progress"]["epoch"] < 12
+    _, meta = checkpoint(model_dir)
+    assert not meta["finished"]
+    return meta
 
-    subprocess.run(train_command(tiny_data_dir, stopped, cache, "--resume"), check=True, capture_output=True,
-                   cwd=REPO)
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_resume_gives_same_weights(tmp_path, tiny_data_dir, optimizer):
+    """SIGTERM mid-run saves a checkpoint at the step boundary; --resume then matches bit for bit,
+    optimizer state included."""
+    cache = tmp_path / "cache"
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    extra = ("--optimizer", optimizer)
+    subprocess.run(train_command(tiny_data_dir, whole, cache, *extra), check=True, capture_output=True, cwd=REPO)
+    assert stop_mid_run(train_command(tiny_data_dir, stopped, cache, *extra), stopped)["progress"]["epoch"] < 12
+
+    subprocess.run(train_command(tiny_data_dir, stopped, cache, *extra, "--resume"), check=True,
+                   capture_output=True, cwd=REPO)
     expected, expected_meta = checkpoint(whole)
     resumed, resumed_meta = checkpoint(stopped)
     assert resumed_meta["finished"] and resumed_meta["progress"] == expected_meta["progress"]
-    for name in ("input_rows", "input_values", "output_matrix"):
+    assert resumed_meta["optimizer"] == expected_meta["optimizer"] == optimizer
+    state = ("row_history", "output_history") if optimizer == "adagrad" else ()
+    for name in ("input_rows", "input_values", "output_matrix", *state):
         np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+
+
+def test_adagrad_resumed_on_two_ranks_continues_the_one_process_run(tmp_path, tiny_data_dir):
+    """Stopped as one process x 8 documents, resumed as 2 ranks x 4: rank 0's Adagrad state reaches
+    rank 1, and the run ends where the unstopped one does (to float rounding: ranks sum in another order)."""
+    cache = tmp_path / "cache"
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    extra = ("--optimizer", "adagrad")
+    subprocess.run(train_command(tiny_data_dir, whole, cache, *extra), check=True, capture_output=True, cwd=REPO)
+    stop_mid_run(train_command(tiny_data_dir, stopped, cache, *extra), stopped)
+    resume = train_command(tiny_data_dir, stopped, cache, *extra, "--resume")
+    resume[resume.index("--batch-size") + 1] = "4"
+    done = run(horovodrun_command("gloo", 2, *resume))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert checkpoint(stopped)[1]["finished"] and checkpoint(stopped)[1]["world_size"] == 2
+    assert_same_weights(stopped, whole)
+    for name in ("row_history", "output_history"):
+        np.testing.assert_allclose(checkpoint(stopped)[0][name], checkpoint(whole)[0][name], rtol=1e-4)
 
 
 def test_resume_refuses_changed_settings(tmp_path, tiny_data_dir):

@@ -56,7 +56,8 @@ def test_preprocess_reuses_the_cached_corpus_on_a_second_call(tmp_path):
     assert second.directory == first.directory
     assert sorted(Path(second.directory).iterdir()) == files
     assert [f.stat().st_mtime_ns for f in files] == stamps
-    assert os.listdir(tmp_path) == [os.path.basename(first.directory)]  # no staging left behind
+    # No staging left behind: the corpus and the builders' lock file (see data_pipeline/staging.py).
+    assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(first.directory), ".lock"])
 
 
 @pytest.mark.parametrize("change", [{"bucket": 100_001}, {"word_ngrams": 1}, {"num_shards": 3},
@@ -75,7 +76,7 @@ def test_a_changed_setting_builds_a_new_directory_beside_the_old_one(tmp_path):
                        num_classes=4)
     assert other.directory != first.directory
     assert other.num_shards == 3 and ShardedCorpus(first.directory).num_shards == 4
-    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(c.directory) for c in (first, other))
+    assert sorted(os.listdir(tmp_path)) == sorted([".lock", *(os.path.basename(c.directory) for c in (first, other))])
 
 
 def test_shard_k_of_n_holds_exactly_the_documents_i_mod_n_equal_k(corpus, records):

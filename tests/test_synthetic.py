@@ -8,8 +8,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from fasttext_horovod.data_pipeline.datasets import DATASETS
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.readers import read_records

@@ -1,13 +1,16 @@
 """What training logs is what a real TensorBoard server shows.
 
-One model is trained on real AG News rows with a logdir; a `tensorboard` process serves
-that logdir and every check reads the data back through its HTTP API, as the web UI does.
+One model is trained on real AG News rows with a logdir (a tenth held out for validation);
+a `tensorboard` process serves that logdir and every check reads the data back through its
+HTTP API, as the web UI does.
 """
 import html
 import json
 import math
 import os
+import re
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -17,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli, write_sample
 
 pytestmark = pytest.mark.slow  # every test reads the one served run: a training and a server start
@@ -28,6 +30,13 @@ SCALAR_TAGS = ("train/loss", "train/learning_rate", "train/examples_per_second",
                "test/accuracy", "test/precision_at_1", "test/recall_at_1")
 TENSORBOARD = Path(sys.executable).parent / "tensorboard"
 START_TIMEOUT_S = 60
+SETTINGS = {"lr": 0.5, "dim": 5, "epoch": EPOCHS, "word_ngrams": 2, "bucket": 10000, "loss": "softmax", "ranks": 1}
+# Integers in the HParams protocol's one numeric type; `optimizer` only once TrainConfig has it.
+NUMBER_HPARAMS = {"lr", "dim", "epoch", "word_ngrams", "bucket", "batch_per_rank", "ranks", "global_batch"}
+STRING_HPARAMS = {"loss"}
+HPARAMS_METRICS = {"test/accuracy", "valid/accuracy", "summary/train_seconds", "summary/examples_per_second",
+                   "summary/efficiency"}
+MIN_IMAGE_SIDE = 600
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +47,8 @@ def trained(tmp_path_factory):
     model_dir, logdir = root / "model", root / "model" / "tb"
     done = run_cli("train", "--train", data / "train.csv", "--test", data / "test.csv", "--model-dir", model_dir,
                    "--logdir", logdir, "--cache-dir", root / "cache", "--epoch", EPOCHS, "--dim", "5",
-                   "--bucket", "10000", "--word-ngrams", "2", "--lr", BASE_LR, "--log-every", "5")
+                   "--bucket", "10000", "--word-ngrams", "2", "--lr", BASE_LR, "--log-every", "5",
+                   "--valid-fraction", "0.1")
     assert done.returncode == 0, done.stderr
     report_path = root / "report.json"
     done = run_cli("evaluate", "--model-dir", model_dir, "--test", data / "test.csv", "--metrics-out", report_path)
@@ -73,14 +83,18 @@ class TensorBoardClient:
         points = self.get("/data/plugin/scalars/scalars", run=run, tag=tag)
         return sorted((step, value) for _wall_time, step, value in points)
 
+    def hparams(self, route: str, **request):
+        """An HParams plugin route, asked as the web UI asks (a JSON request)."""
+        return self.get(f"/data/plugin/hparams/{route}", request=json.dumps({"experimentName": "", **request}))
+
 
 def loaded(client: TensorBoardClient) -> bool:
-    """The server lists the run and has read every epoch's test accuracy and the hparams run."""
+    """The server lists the run and has read every epoch's test accuracy and the run's totals."""
     try:
-        runs = client.get("/data/runs")
-        if "." not in runs or "hparams" not in runs:
+        if "." not in client.get("/data/runs"):
             return False
-        return len(client.scalars(".", "test/accuracy")) == EPOCHS
+        return (len(client.scalars(".", "test/accuracy")) == EPOCHS
+                and "summary/train_seconds" in client.get("/data/plugin/scalars/tags")["."])
     except (urllib.error.URLError, ConnectionError, OSError, ValueError):
         return False
 
@@ -157,14 +171,81 @@ def test_test_accuracy_is_logged_per_epoch_and_ends_at_evaluate_accuracy(tensorb
         assert len(tensorboard.scalars(".", tag)) == EPOCHS
 
 
-def test_confusion_matrix_image_is_served_per_epoch_as_png(tensorboard):
-    """The confusion matrix is an image tag with one PNG per epoch."""
+def test_confusion_matrix_image_is_served_per_epoch_as_a_png_at_least_600_px(tensorboard):
+    """One PNG per epoch for each split, large enough to read class names and counts at its own size."""
     tags = tensorboard.get("/data/plugin/images/tags")["."]
-    assert "test/confusion_matrix" in tags, tags
-    images = tensorboard.get("/data/plugin/images/images", run=".", tag="test/confusion_matrix", sample=0)
-    assert len(images) == EPOCHS
-    png = tensorboard.get("/data/plugin/images/individualImage?" + images[-1]["query"])
-    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    for split in ("test", "valid"):
+        assert f"{split}/confusion_matrix" in tags, tags
+        images = tensorboard.get("/data/plugin/images/images", run=".", tag=f"{split}/confusion_matrix", sample=0)
+        assert len(images) == EPOCHS
+        png = tensorboard.get("/data/plugin/images/individualImage?" + images[-1]["query"])
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk, first after the signature
+        assert width >= MIN_IMAGE_SIDE and height >= MIN_IMAGE_SIDE, (width, height)
+
+
+def test_runs_list_holds_only_the_run(tensorboard):
+    """The HParams entry lives in the run itself: no extra `hparams` run beside it."""
+    assert tensorboard.get("/data/runs") == ["."]
+
+
+def test_custom_scalars_layout_has_one_chart_per_question_and_every_chart_has_data(tensorboard):
+    """Training, Quality and Throughput sections; a one-process run without --baseline-rate
+    has no Scaling section. Every chart draws series the server serves (the per-rank pattern
+    of the Throughput chart matches only when there are ranks)."""
+    layout = tensorboard.get("/data/plugin/custom_scalars/layout")
+    charts = {category["title"]: {chart["title"]: chart["multiline"]["tag"] for chart in category["chart"]}
+              for category in layout["category"]}
+    assert list(charts) == ["Training", "Quality", "Throughput"], charts
+    for section, section_charts in charts.items():
+        for title, patterns in section_charts.items():
+            served = [tensorboard.get("/data/plugin/custom_scalars/scalars", run=".", tag=pattern)
+                      for pattern in patterns]
+            assert all(series["regex_valid"] for series in served), (section, title, patterns)
+            assert any(series["tag_to_events"] for series in served), (section, title, patterns)
+    accuracy = tensorboard.get("/data/plugin/custom_scalars/scalars", run=".",
+                               tag=charts["Quality"]["accuracy: test and validation"][0])
+    assert set(accuracy["tag_to_events"]) == {"test/accuracy", "valid/accuracy"}
+
+
+def test_one_process_run_has_no_communication_or_per_rank_tags(tensorboard):
+    """A world of one exchanges nothing: no zero-valued traffic or wait curves, no rank copies of the rate."""
+    tags = tensorboard.get("/data/plugin/scalars/tags")["."]
+    pattern = re.compile(r"communicate|bytes_per_step|/rank_\d+/")
+    assert not [tag for tag in tags if pattern.search(tag)], sorted(tags)
+
+
+def test_world_and_run_totals_are_scalars(tensorboard):
+    """Ranks, global batch and the run's time and rate under `summary/`; no efficiency without a baseline."""
+    value = {tag: tensorboard.scalars(".", tag)[-1][1] for tag in tensorboard.get("/data/plugin/scalars/tags")["."]
+             if tag.startswith("summary/")}
+    assert value["summary/world_size"] == 1
+    assert value["summary/global_batch_size"] > 0 and value["summary/global_batch_size"].is_integer()
+    assert value["summary/train_seconds"] > 0 and value["summary/examples_per_second"] > 0
+    assert "summary/efficiency" not in value and "summary/single_worker_examples_per_second" not in value
+
+
+def test_hparams_lists_the_settings_that_matter_with_their_types_and_metrics(tensorboard):
+    """The HParams experiment: the compared settings, numbers as numbers and the loss a string,
+    and the five metrics; the session holds this run's values, integers integral."""
+    experiment = tensorboard.hparams("experiment")
+    types = {info["name"]: info["type"] for info in experiment["hparamInfos"]}
+    optional = {"optimizer"} & set(types)
+    assert set(types) == NUMBER_HPARAMS | STRING_HPARAMS | optional, types
+    assert all(types[name] == "DATA_TYPE_FLOAT64" for name in NUMBER_HPARAMS), types
+    assert all(types[name] == "DATA_TYPE_STRING" for name in STRING_HPARAMS | optional), types
+    assert {info["name"]["tag"] for info in experiment["metricInfos"]} == HPARAMS_METRICS
+    groups = tensorboard.hparams("session_groups", allowedStatuses=["STATUS_SUCCESS"], colParams=[], startIndex=0,
+                                 sliceSize=10)["sessionGroups"]
+    assert [group["name"] for group in groups] == ["."]
+    values = groups[0]["hparams"]
+    assert {name: values[name] for name in SETTINGS} == SETTINGS
+    assert values["global_batch"] == values["batch_per_rank"] * values["ranks"]
+    assert all(float(values[name]).is_integer() for name in NUMBER_HPARAMS - {"lr"}), values
+    metrics = {metric["name"]["tag"]: metric["value"] for metric in groups[0]["metricValues"]}
+    assert metrics["test/accuracy"] == pytest.approx(tensorboard.scalars(".", "test/accuracy")[-1][1])
+    assert metrics["valid/accuracy"] == pytest.approx(tensorboard.scalars(".", "valid/accuracy")[-1][1])
+    assert metrics["summary/train_seconds"] > 0
 
 
 def test_run_settings_are_served_as_text(tensorboard):
@@ -176,3 +257,4 @@ def test_run_settings_are_served_as_text(tensorboard):
     assert entries
     text = html.unescape(entries[0]["text"])
     assert f'"lr": {BASE_LR}' in text and f'"epoch": {EPOCHS}' in text and '"log_every": 5' in text
+    assert '"world_size": 1' in text and '"global_batch_size": ' in text

@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_cli
 from fasttext_horovod.data_pipeline.readers import read_records
 from fasttext_horovod.data_pipeline.shards import CorpusSettings, preprocess
 from fasttext_horovod.model.checkpoint import load_checkpoint
@@ -85,10 +85,10 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best_model(tmp_path, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--early-stopping",), "--early-stopping needs a validation set"),
-    (("--valid-fraction", "1.5"), "--valid-fraction must be in [0, 1)"),
-    (("--valid-fraction", "0.1", "--valid", "x.csv"), "not allowed with argument"),
-    (("--valid-fraction", "0.1", "--early-stopping", "--patience", "0"), "--patience must be at least 1"),
+    (("--early-stopping",), "error: --early-stopping: needs a validation set"),
+    (("--valid-fraction", "1.5"), "error: --valid-fraction: must be in [0, 1)"),
+    (("--valid-fraction", "0.1", "--valid", "x.csv"), "error: --valid: give --valid or --valid-fraction, not both"),
+    (("--valid-fraction", "0.1", "--early-stopping", "--patience", "0"), "error: --patience: must be at least 1"),
 ])
 def test_bad_validation_settings_are_usage_errors(tmp_path, tiny_data_dir, args, message):
     done = run_cli("train", "--train", tiny_data_dir / "train.csv", "--model-dir", tmp_path / "model", *args)

@@ -1,0 +1,124 @@
+"""Update rules: fastText's summed SGD for small global batches, row-wise Adagrad for large ones.
+
+Both take what a step's exchange delivers: the *summed* gradients of the global batch's
+documents for the input rows it touched (sorted unique ids, O(rows touched)) and for the
+dense output matrix. Which rule a run uses, and its default learning rate, is decided
+before MXNet loads (`step_size.choose_optimizer`).
+
+`SummedSGD` is fastText's arithmetic: each example's gradient applied at
+`lr * (1 - progress)`, so applying the sum of a batch's gradients at that rate keeps the
+per-example step of fastText whatever the batch (and, under Horovod, the number of
+ranks). It has no state besides progress, and it diverges once lr x global batch passes a
+few tens (`step_size.STABLE_LR_TIMES_BATCH`): with thousands of documents a step a row's
+summed gradient is thousands of per-example steps taken at once.
+
+`RowAdagrad` divides each step by the root of the gradient it has seen, so a step's
+size no longer grows with the batch: per input row one accumulator (MXNet's lazy
+`contrib.group_adagrad_update`: a row's history is the mean over its coordinates, 4 bytes
+a row), per output coordinate one (MXNet has no dense Adagrad op, so four NDArray ops).
+Adagrad is invariant to a constant scale of the gradients, so the exchange's sums serve
+as well as means and keep the epsilon negligible; MXNet puts the epsilon *inside* the
+square root, where its default (1e-5) would cost points with small gradients. The rate
+warms up linearly over the first `WARMUP` of training, then decays linearly to zero.
+"""
+from typing import Dict
+
+import mxnet as mx
+import numpy as np
+
+WARMUP = 0.1         # share of training (in tokens) over which RowAdagrad's rate rises from 0
+_EPSILON = 1e-10     # inside the root for rows (MXNet's op), outside for the output matrix
+
+
+def linear_decay_lr(base_lr: float, progress: float) -> float:
+    """fastText's schedule: `lr * (1 - progress)`, progress = tokens seen / (epochs * tokens)."""
+    return base_lr * max(0.0, 1.0 - progress)
+
+
+def warmup_then_decay_lr(base_lr: float, progress: float, warmup: float = WARMUP) -> float:
+    """Linear rise to `base_lr` over the first `warmup` of training, then linear decay to 0."""
+    if progress < warmup:
+        return base_lr * progress / warmup
+    return base_lr * max(0.0, 1.0 - progress) / (1.0 - warmup)
+
+
+def sparse_sgd_step(weight: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_grads: mx.nd.NDArray, lr: float):
+    """`weight[row_ids] -= lr * row_grads`, touching only those rows (sorted unique int64 ids)."""
+    grad = mx.nd.sparse.row_sparse_array((row_grads, row_ids), shape=weight.shape, ctx=weight.context)
+    mx.nd.sgd_update(weight, grad, lr=lr, wd=0.0, lazy_update=True, out=weight)
+
+
+def dense_sgd_step(weight: mx.nd.NDArray, grad: mx.nd.NDArray, lr: float):
+    mx.nd.sgd_update(weight, grad, lr=lr, wd=0.0, out=weight)
+
+
+class SummedSGD:
+    """fastText's optimiser: plain SGD on the summed gradients, linearly decaying rate."""
+
+    name = "sgd"
+
+    def learning_rate(self, base_lr: float, progress: float) -> float:
+        return linear_decay_lr(base_lr, progress)
+
+    def apply(self, input_matrix: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_grads: mx.nd.NDArray,
+              output_matrix: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
+        if len(row_ids):
+            sparse_sgd_step(input_matrix, row_ids, row_grads, lr)
+        dense_sgd_step(output_matrix, output_grad, lr)
+
+    def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
+        return {}
+
+    def load_state_arrays(self, row_ids: np.ndarray, arrays: Dict[str, np.ndarray]):
+        """Nothing to restore: SGD's only state is progress, which the checkpoint records."""
+
+
+class RowAdagrad:
+    """Row-wise Adagrad on the input rows a step touched, Adagrad on the output matrix.
+
+    State: `row_history` (input rows, 1) and `output_history` (output matrix's shape), zero
+    at the start; a row's history changes only in steps that touch it, so a checkpoint
+    stores it for the touched rows alone (`state_arrays`).
+    """
+
+    name = "adagrad"
+
+    def __init__(self, num_input_rows: int, output_shape, ctx: mx.Context):
+        self.row_history = mx.nd.zeros((num_input_rows, 1), ctx=ctx)
+        self.output_history = mx.nd.zeros(output_shape, ctx=ctx)
+
+    def learning_rate(self, base_lr: float, progress: float) -> float:
+        return warmup_then_decay_lr(base_lr, progress)
+
+    def apply(self, input_matrix: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_grads: mx.nd.NDArray,
+              output_matrix: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
+        if len(row_ids):
+            grad = mx.nd.sparse.row_sparse_array((row_grads, row_ids), shape=input_matrix.shape,
+                                                 ctx=input_matrix.context)
+            mx.nd.contrib.group_adagrad_update(input_matrix, grad, self.row_history, lr=lr, epsilon=_EPSILON,
+                                               out=input_matrix)
+        self.output_history += mx.nd.square(output_grad)
+        output_matrix -= lr * output_grad / (mx.nd.sqrt(self.output_history) + _EPSILON)
+
+    def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
+        """The history of `row_ids` (a checkpoint's input rows) and the whole output history."""
+        ids = mx.nd.array(row_ids, dtype=np.int64, ctx=self.row_history.context)
+        return {"row_history": mx.nd.take(self.row_history, ids).asnumpy(),
+                "output_history": self.output_history.asnumpy()}
+
+    def load_state_arrays(self, row_ids: np.ndarray, arrays: Dict[str, np.ndarray]):
+        """Inverse of `state_arrays` on a zero state; other rows keep their (zero) history."""
+        ctx = self.row_history.context
+        if len(row_ids):
+            self.row_history[mx.nd.array(row_ids, dtype=np.int64, ctx=ctx)] = mx.nd.array(arrays["row_history"],
+                                                                                          ctx=ctx)
+        self.output_history[:] = mx.nd.array(arrays["output_history"], ctx=ctx)
+
+
+def build_optimizer(name: str, num_input_rows: int, output_shape, ctx: mx.Context):
+    """The rule `name` (`step_size.OPTIMIZERS`, "auto" resolved) with a fresh state on `ctx`."""
+    if name == SummedSGD.name:
+        return SummedSGD()
+    if name == RowAdagrad.name:
+        return RowAdagrad(num_input_rows, output_shape, ctx)
+    raise ValueError(f"unknown optimizer {name!r}")
