@@ -61,6 +61,7 @@ def test_resume_gives_same_weights(tmp_path, tiny_data_dir, optimizer):
         np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
 
 
+@pytest.mark.horovod
 def test_adagrad_resumed_on_two_ranks_continues_the_one_process_run(tmp_path, tiny_data_dir):
     """Stopped as one process x 8 documents, resumed as 2 ranks x 4: rank 0's Adagrad state reaches
     rank 1, and the run ends where the unstopped one does (to float rounding: ranks sum in another order)."""
