@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fasttext_horovod.model.checkpoint import load_checkpoint
+
 REPO = Path(__file__).resolve().parents[1]
 HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 CONTROLLERS = ("gloo", "mpi")
@@ -34,9 +36,6 @@ WEIGHTS = ("input_rows", "input_values", "output_matrix")
 
 
 def checkpoint_arrays(model_dir: Path) -> dict:
-    # Imported here: test files that are their own Horovod workers import this module before
-    # the repository is on their path.
-    from fasttext_horovod.model.checkpoint import load_checkpoint
     arrays, _ = load_checkpoint(str(model_dir / "checkpoint.npz"))
     return {name: arrays[name] for name in WEIGHTS}
 

@@ -29,6 +29,8 @@ def our_accuracy(tmp_path, word_ngrams, bucket, seed):
     return Trainer(config, World()).train()["accuracy"]
 
 
+@pytest.mark.fasttext
+@pytest.mark.slow
 @pytest.mark.parametrize("word_ngrams, bucket", [(1, 0), (2, 10_000_000)], ids=["unigrams", "bigrams"])
 def test_accuracy_matches_fasttext_cpp_within_half_a_point(tmp_path, word_ngrams, bucket):
     """dim 10, lr 0.25, 5 epochs, bucket 10M (fastText's CLI drops buckets for unigrams)."""

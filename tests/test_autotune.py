@@ -170,6 +170,7 @@ def finished(summary) -> list:
     return [trial for trial in summary["trials"] if trial["status"] == "finished"]
 
 
+@pytest.mark.slow
 def test_search_starts_from_the_defaults_and_keeps_the_given_bucket(tuned):
     summary = tuned["summary"]
     assert summary["trials"][0]["settings"] == {"lr": 0.1, "dim": 100, "epoch": 5, "word_ngrams": 1,
@@ -180,6 +181,7 @@ def test_search_starts_from_the_defaults_and_keeps_the_given_bucket(tuned):
     assert all(trial["status"] in ("finished", "aborted", "diverged", "too large") for trial in summary["trials"])
 
 
+@pytest.mark.slow
 def test_best_is_the_first_trial_with_the_highest_score(tuned):
     summary = tuned["summary"]
     scores = [trial["score"] for trial in finished(summary)]
@@ -190,6 +192,7 @@ def test_best_is_the_first_trial_with_the_highest_score(tuned):
     assert printed["best"] == best["settings"] and printed["valid_f1"] == best["score"]
 
 
+@pytest.mark.slow
 def test_kept_model_scores_what_the_best_trial_scored(tuned):
     """evaluate.py on the validation file gives the best trial's f1; on the test file, the reported accuracy."""
     for path, expected in ((tuned["valid"], tuned["summary"]["best"]["score"]),
@@ -200,6 +203,7 @@ def test_kept_model_scores_what_the_best_trial_scored(tuned):
         assert f1(json.loads(report_path.read_text())) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_kept_model_is_what_a_retrain_with_the_best_settings_gives(tuned):
     """Why autotune skips fastText's final retrain: training is deterministic given settings and seed."""
     best = tuned["summary"]["best"]["settings"]
@@ -213,11 +217,13 @@ def test_kept_model_is_what_a_retrain_with_the_best_settings_gives(tuned):
         np.testing.assert_array_equal(kept[name], again[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_model_dir_holds_the_model_and_the_search_only(tuned):
     assert sorted(p.name for p in tuned["model_dir"].iterdir()) == ["autotune.json", "checkpoint.npz"]
     assert json.loads((tuned["root"] / "summary.json").read_text()) == tuned["summary"]
 
 
+@pytest.mark.slow
 def test_tensorboard_has_every_finished_trial_as_hparams_and_the_best_score_by_trial(tuned):
     """Each trial's run is its own HParams session: the searched settings and its validation accuracy."""
     for trial in finished(tuned["summary"]):
@@ -234,6 +240,7 @@ def test_tensorboard_has_every_finished_trial_as_hparams_and_the_best_score_by_t
     assert best == sorted(best) and best[-1] == pytest.approx(tuned["summary"]["best"]["score"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_the_search_and_keeps_the_best_trial_so_far(tmp_path, tiny_data_dir):
     """As fastText's SIGINT: the search stops early and the best finished trial is kept."""
     valid = held_out_rows(tmp_path / "valid.csv", 601, 200)
@@ -290,6 +297,8 @@ def test_a_budget_too_short_to_train_once_is_fastTexts_error(tmp_path, tiny_data
 
 
 # -- Horovod: every trial on both ranks ------------------------------------------------------------
+@pytest.mark.horovod
+@pytest.mark.slow
 def test_two_ranks_tune_together_and_keep_the_model_one_process_retrains(tmp_path, tiny_data_dir):
     """rank 0's settings reach rank 1 (else the exchange fails on mismatched shapes); and the
     kept model is, to float tolerance, what one process trains with the best settings."""

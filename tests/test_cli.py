@@ -41,6 +41,7 @@ def test_predict_prints_k_labels_with_probabilities_for_every_line(tiny_model_di
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-4
 
 
+@pytest.mark.slow
 def test_predict_threshold_drops_unlikely_labels(tiny_model_dir, tmp_path):
     text = tmp_path / "docs.txt"
     text.write_text("Oil prices hit a record as markets slide\n")
@@ -51,6 +52,7 @@ def test_predict_threshold_drops_unlikely_labels(tiny_model_dir, tmp_path):
     assert len(everything.stdout.split()) == 8 and all(p >= 0.3 for p in kept) and len(kept) < 4
 
 
+@pytest.mark.slow
 def test_default_batch_keeps_the_papers_highest_lr_from_diverging(tmp_path):
     """lr 0.5 (the paper's Sogou and DBPedia rate) diverges at 64 documents a step on AG News;
     without --batch-size the step sums fewer, and training converges."""

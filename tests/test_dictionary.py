@@ -6,16 +6,16 @@ Its `get_sentence_vector` averages the input-matrix rows of `Dictionary::getLine
 the same vector proves the id lists agree, bucket ids included.
 """
 import ctypes
-from pathlib import Path
 
 import fasttext
 import numpy as np
 import pytest
 
+from conftest import AG_NEWS
+
 from fasttext_horovod.data_pipeline.dictionary import Dictionary, hash_token, hash_tokens, word_ngram_buckets
 from fasttext_horovod.data_pipeline.readers import read_csv_records, tokenize
 
-DATA = Path(__file__).resolve().parents[1] / "samples" / "ag_news_mini"
 BUCKET = 200_000
 # fastText 0.9.3's DenseMatrix::uniform splits the matrix into 10 blocks but only fills
 # blocks 0..thread-1: with fewer than 11 threads rows stay zero, and a zero row cannot tell
@@ -31,12 +31,12 @@ def fasttext_line(tokens) -> str:
 
 @pytest.fixture(scope="module")
 def train_records():
-    return list(read_csv_records(DATA / "train.csv", num_classes=4))
+    return list(read_csv_records(AG_NEWS / "train.csv", num_classes=4))
 
 
 @pytest.fixture(scope="module")
 def test_records():
-    return list(read_csv_records(DATA / "test.csv", num_classes=4))
+    return list(read_csv_records(AG_NEWS / "test.csv", num_classes=4))
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,7 @@ def pair(request, train_records, train_file):
     return Pair(model, dictionary)
 
 
+@pytest.mark.fasttext
 def test_word_list_is_fasttexts_in_the_same_order_with_the_same_counts(pair):
     """Word i is fastText's word i: libstdc++'s unstable sort order on count ties is reproduced."""
     words, counts = pair.model.get_words(include_freq=True)
@@ -92,6 +93,7 @@ def test_word_list_is_fasttexts_in_the_same_order_with_the_same_counts(pair):
     assert pair.dictionary.num_input_rows == pair.matrix.shape[0]
 
 
+@pytest.mark.fasttext
 def test_tie_order_differs_from_first_occurrence_order_so_the_word_check_has_teeth(pair, train_records):
     """A stable sort of words by count (first occurrence breaks ties) would misplace most words."""
     counts = dict(zip(pair.dictionary.words, pair.dictionary.word_counts))
@@ -100,6 +102,7 @@ def test_tie_order_differs_from_first_occurrence_order_so_the_word_check_has_tee
     assert sum(a != b for a, b in zip(stable, pair.dictionary.words)) > len(stable) // 2
 
 
+@pytest.mark.fasttext
 def test_labels_are_fasttexts_in_the_same_order_with_the_same_counts(pair):
     """Four labels of equal count come out in fastText's (tie-broken) order."""
     labels, counts = pair.model.get_labels(include_freq=True)
@@ -108,11 +111,13 @@ def test_labels_are_fasttexts_in_the_same_order_with_the_same_counts(pair):
     assert len(set(counts)) == 1  # all tied: the order is the sort's, not the counts'
 
 
+@pytest.mark.fasttext
 def test_fasttext_matrix_has_no_zero_rows_so_wrong_ids_would_show(pair):
     """Every input row is initialised, so averaging over a wrong id changes the vector."""
     assert not np.any(np.all(pair.matrix == 0, axis=1))
 
 
+@pytest.mark.fasttext
 def test_every_test_document_averages_to_fasttexts_sentence_vector(pair, test_records):
     """For all of test.csv (OOV words included), our word + n-gram ids give fastText's vector."""
     oov = sum(pair.dictionary.word_id(w) < 0 for r in test_records for w in r.words)
@@ -121,6 +126,7 @@ def test_every_test_document_averages_to_fasttexts_sentence_vector(pair, test_re
         pair.assert_same_sentence_vector(record.words)
 
 
+@pytest.mark.fasttext
 def test_id_list_is_words_in_order_then_every_ngram_position(pair, test_records):
     """A document of L tokens (EOS included) has its known words then L-k+1 n-grams of each order k."""
     d = pair.dictionary
@@ -134,6 +140,7 @@ def test_id_list_is_words_in_order_then_every_ngram_position(pair, test_records)
         assert np.all(ids[len(known):] >= d.nwords) and np.all(ids < d.num_input_rows)
 
 
+@pytest.mark.fasttext
 def test_non_ascii_and_unknown_words_hash_into_fasttexts_buckets(pair, train_records):
     """Words with bytes >= 0x80 (hashed as signed chars) feed the same n-gram buckets as fastText's."""
     known = pair.dictionary.words[5].decode()
@@ -150,6 +157,7 @@ def test_non_ascii_and_unknown_words_hash_into_fasttexts_buckets(pair, train_rec
         pair.assert_same_sentence_vector(words)
 
 
+@pytest.mark.fasttext
 def test_words_dropped_by_min_count_still_feed_ngrams(train_records, train_file):
     """With minCount=2 a word seen once has no id, but its hash still forms fastText's bigrams."""
     model = train_fasttext(train_file, 2, 2)
@@ -166,6 +174,7 @@ def test_words_dropped_by_min_count_still_feed_ngrams(train_records, train_file)
         pair.assert_same_sentence_vector(words)
 
 
+@pytest.mark.fasttext
 def test_a_literal_eos_inside_a_line_ends_the_document_as_in_getline(pair):
     """fastText's getLine stops at the first `</s>` token, so words after it get no ids."""
     known = [w.decode() for w in pair.dictionary.words[4:10]]

@@ -54,11 +54,13 @@ def assert_fasttext_predicts_like_ours(bin_path, model_dir, texts, k, smoothing)
         np.testing.assert_allclose([p + smoothing for _, p in mine], probs, atol=1e-6)
 
 
+@pytest.mark.fasttext
 def test_exported_bin_predicts_like_ours_in_fasttext(exported, tiny_model_dir, normalised_test_text):
     """All 1,600 real test documents, all four labels ranked."""
     assert_fasttext_predicts_like_ours(exported / "model.bin", tiny_model_dir, normalised_test_text, 4, SMOOTHING)
 
 
+@pytest.mark.fasttext
 def test_exported_args_and_dictionary_are_what_we_trained(exported, tiny_model_dir):
     model = fasttext.load_model(str(exported / "model.bin"))
     args = model.f.getArgs()
@@ -81,6 +83,7 @@ def test_reading_and_writing_back_gives_the_same_bytes(exported, tmp_path):
     assert (tmp_path / "again.bin").read_bytes() == (exported / "model.bin").read_bytes()
 
 
+@pytest.mark.fasttext
 def test_vec_file_is_fasttexts_text_format(exported):
     model = fasttext.load_model(str(exported / "model.bin"))
     lines = (exported / "model.vec").read_bytes().split(b"\n")
@@ -91,6 +94,7 @@ def test_vec_file_is_fasttexts_text_format(exported):
         np.testing.assert_allclose([float(v) for v in fields[1:-1]], model.get_word_vector(word), rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.fasttext
 def test_hierarchical_softmax_model_exports_exactly(tmp_path, tiny_data_dir, normalised_test_text):
     config = TrainConfig(train=str(tiny_data_dir / "train.csv"), model_dir=str(tmp_path / "hs"),
                          cache_dir=str(tmp_path / "cache"), loss="hs", dim=5, epoch=2, word_ngrams=2, bucket=10_000,
@@ -114,6 +118,7 @@ def fasttext_trained(tmp_path_factory):
     return {"dir": out, "train": train_txt, "test": test_txt, "imported": imported, **result}
 
 
+@pytest.mark.fasttext
 @pytest.mark.parametrize("source", ["imported_model_dir", "bin_directly"])
 def test_imported_model_evaluates_to_fasttexts_own_accuracy(fasttext_trained, tmp_path, source):
     model = (("--model-dir", fasttext_trained["imported"]) if source == "imported_model_dir"
@@ -125,6 +130,8 @@ def test_imported_model_evaluates_to_fasttexts_own_accuracy(fasttext_trained, tm
     assert report["accuracy"] == fasttext_trained["accuracy"]
 
 
+@pytest.mark.fasttext
+@pytest.mark.slow
 def test_training_continues_from_an_imported_model(fasttext_trained, tmp_path):
     """train.py --resume on the imported directory: 5 more epochs from fastText's weights."""
     model_dir = shutil.copytree(fasttext_trained["imported"], tmp_path / "continued")
@@ -172,6 +179,7 @@ def test_quantized_model_is_refused(exported, tmp_path):
         read_fasttext_bin(str(path))
 
 
+@pytest.mark.slow
 def test_cli_bad_bin_is_one_clear_error(tmp_path):
     path = tmp_path / "model.bin"
     path.write_bytes(b"not a model at all")
@@ -191,6 +199,7 @@ def test_import_refuses_to_overwrite_a_model(exported, tiny_model_dir, tmp_path)
 
 
 
+@pytest.mark.slow
 def test_predict_normalises_raw_text_for_a_fasttext_model_when_told(exported, tiny_model_dir):
     """A CSV-trained model exported to fastText predicts raw text as our model directory does
     once --normalize-input says the text needs normalising (the file cannot say so itself)."""

@@ -16,6 +16,8 @@ from test_download import TINY, build_archive
 from fasttext_horovod.data_pipeline.download import extract_dataset
 from fasttext_horovod.data_pipeline.errors import InputError
 
+pytestmark = pytest.mark.slow  # thousands of generated cases (see the README's test tiers)
+
 GZIP_CASES, TAR_CASES = 400, 800
 VALID_ARCHIVE = build_archive(TINY)
 VALID_TAR = gzip.decompress(VALID_ARCHIVE)

@@ -47,6 +47,8 @@ from fasttext_horovod.model.inference import (
     trained_model_from_arrays,
 )
 
+pytestmark = [pytest.mark.slow, pytest.mark.fasttext]  # thousands of generated cases (see the README's test tiers)
+
 BIN_CASES, FTZ_CASES, CHECKPOINT_BYTE_CASES, CHECKPOINT_FIELD_CASES = 1500, 1000, 800, 700
 ERRORS = (CheckpointError, InputError)
 SAMPLE_TEXTS = [b"wall street stocks rally", b"the team won the final", b""]

@@ -21,6 +21,8 @@ from fasttext_horovod.data_pipeline.readers import read_records
 from fasttext_horovod.data_pipeline.vectors import read_vectors
 from fasttext_horovod.model.fasttext_binary import write_vec
 
+pytestmark = pytest.mark.slow  # thousands of generated cases (see the README's test tiers)
+
 CSV_CASES, FASTTEXT_CASES, VEC_CASES = 3000, 2500, 2000
 DIM = 4
 

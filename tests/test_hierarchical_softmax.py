@@ -299,6 +299,7 @@ def _assert_matches_fasttext_predict(model, texts, k):
         np.testing.assert_allclose([p for _, p in ours], ref_probs, rtol=0, atol=1e-6)
 
 
+@pytest.mark.fasttext
 def test_top_k_matches_fasttext_predict_on_a_trained_hs_model(tmp_path):
     rng = np.random.RandomState(0)
     shared = [f"s{j}" for j in range(10)]
@@ -316,6 +317,7 @@ def test_top_k_matches_fasttext_predict_on_a_trained_hs_model(tmp_path):
         model, ["w0_1 s3 w1_2", "w3_0 w3_1 s2", "w4_5 s1", "s1 s2", "never seen"], k=3)
 
 
+@pytest.mark.fasttext
 @pytest.mark.parametrize("nlabels", [6, 7, 8])
 def test_top_k_orders_ties_like_fasttext(tmp_path, nlabels):
     """lr=0 leaves fastText's output matrix at zero, so every node gives 0.5 and equal-depth

@@ -3,6 +3,7 @@
 This file is also its own Horovod worker: the test runs it under `horovodrun -np 2`, and
 in every rank `worker()` exchanges random sparse gradients (with rows shared between
 ranks, and a rank with no rows at all) both ways, in float32 and float16, and compares.
+The message codec and the summing are also checked on their own, without Horovod.
 """
 import sys
 
@@ -63,6 +64,31 @@ def check_exchange(world, fp16: bool):
         assert exchange.last.dense_allreduce_bytes == (NUM_ROWS + LABELS) * DIM * wire  # 2(N-1)/N = 1 at N=2
 
 
+@pytest.mark.parametrize("wire, tolerance", [(np.float32, 1e-6), (np.float16, 2e-2)], ids=["fp32", "fp16"])
+def test_messages_gathered_from_three_ranks_decode_and_sum_to_the_dense_sums(wire, tolerance):
+    """Each rank's side of the exchange without the collective: three ranks' messages (rank 1's
+    empty), concatenated as an all-gather returns them, split back and summed like dense arrays."""
+    from fasttext_horovod.distributed.exchange import MessageCodec, RankMessage, sum_rows_by_id
+    codec = MessageCodec(3, DIM, (LABELS, DIM), wire)
+    sent = [RankMessage(counts, ids, rows, output)
+            for ids, rows, output, counts in (rank_gradients(0, rank) for rank in range(3))]
+    received = codec.decode_all(np.concatenate([codec.encode(message) for message in sent]))
+    assert len(received) == 3 and len(received[1].ids) == 0
+    for got, expected in zip(received, sent):
+        np.testing.assert_array_equal(got.ids, expected.ids)
+        np.testing.assert_array_equal(got.counts, expected.counts)
+        np.testing.assert_allclose(got.rows, expected.rows, atol=tolerance, rtol=tolerance)
+        np.testing.assert_allclose(got.output, expected.output, atol=tolerance, rtol=tolerance)
+    dense = np.zeros((NUM_ROWS, DIM), dtype=np.float32)
+    for message in sent:
+        dense[message.ids] += message.rows
+    ids, rows = sum_rows_by_id([(message.ids, message.rows) for message in received])
+    np.testing.assert_array_equal(ids, np.unique(np.concatenate([message.ids for message in sent])))
+    np.testing.assert_allclose(rows, dense[ids], atol=3 * tolerance, rtol=tolerance)
+
+
+@pytest.mark.horovod
+@pytest.mark.slow
 @pytest.mark.parametrize("controller", CONTROLLERS)
 def test_sparse_exchange_equals_dense_allreduce(controller):
     done = run(horovodrun_command(controller, 2, sys.executable, __file__), timeout=120)

@@ -69,6 +69,8 @@ def rank_process(job: subprocess.Popen, rank: int) -> psutil.Process:
     raise AssertionError(f"no process of rank {rank} under {job.pid}")
 
 
+@pytest.mark.horovod
+@pytest.mark.slow
 @pytest.mark.parametrize("controller", CONTROLLERS)
 def test_killed_rank_stops_the_job_and_a_single_process_resumes_it(tmp_path, controller, uninterrupted):
     """SIGKILL on rank 1 after epoch 1: the job exits non-zero within a minute naming rank 1 and
@@ -92,6 +94,8 @@ def test_killed_rank_stops_the_job_and_a_single_process_resumes_it(tmp_path, con
     assert abs(accuracy(model_dir) - accuracy(uninterrupted)) <= 0.005
 
 
+@pytest.mark.horovod
+@pytest.mark.slow
 def test_run_stopped_mid_epoch_resumes_under_two_ranks_with_the_same_weights(tmp_path, uninterrupted):
     """SIGTERM stops one process mid-epoch with a checkpoint; two ranks (2 x 32 = 64) finish the
     run from that exact position and end where the unstopped run ended."""
@@ -115,6 +119,8 @@ def test_resume_position_is_kept_in_documents_when_the_global_batch_changes():
     assert resume_batch(3, 64, 128) == 1  # 192 documents: batch 1 ends at 256, so 64 are trained again
 
 
+@pytest.mark.horovod
+@pytest.mark.slow
 def test_damaged_shard_stops_every_rank_with_its_name(tmp_path):
     """Rank 1's shard corrupted after preprocessing: rank 1 names the shard, rank 0 stops too."""
     cache = tmp_path / "cache"

@@ -16,6 +16,8 @@ from horovod_jobs import CONTROLLERS, TRAIN_SETTINGS, assert_same_weights, run, 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
+pytestmark = [pytest.mark.horovod, pytest.mark.slow]
+
 OUTPUT_TAG = re.compile(r"\[\d+(,\d+)?\]<(stdout|stderr)>:")  # what the launchers prefix to each piece of output
 
 

@@ -131,6 +131,7 @@ BIN_DAMAGE = {
 
 
 @pytest.mark.parametrize("case", sorted(BIN_DAMAGE))
+@pytest.mark.slow
 def test_damaged_bin_is_refused_by_import_and_predict(tmp_path, case):
     path = fasttext_sample_bin(tmp_path)
     for offset, fmt, value in BIN_DAMAGE[case]:
@@ -206,6 +207,7 @@ def test_read_only_model_dir_is_refused_before_any_work(tmp_path, tiny_data_dir)
     assert_clean_failure(done, "--model-dir is not writable")
 
 
+@pytest.mark.slow
 def test_full_disk_at_the_checkpoint_is_one_error_line_and_no_temp_file(tmp_path, tiny_data_dir):
     """A file-size limit makes the checkpoint's write fail as a full disk would (EFBIG vs ENOSPC)."""
     def limit_file_size():
@@ -334,6 +336,7 @@ def test_damaged_cache_metadata_is_one_error_line(tmp_path):
         preprocess(str(AG_NEWS / "train.csv"), CorpusSettings(num_shards=2, bucket=1000), str(tmp_path), 4)
 
 
+@pytest.mark.slow
 def test_full_logdir_does_not_cost_the_epoch_checkpoint(tmp_path, tiny_data_dir):
     """TensorBoard's event file on a full disk: every name tensorboardX may give it in the next
     five minutes (`events.out.tfevents.<time>.<host>`) is a link to /dev/full, whose writes

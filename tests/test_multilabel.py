@@ -257,6 +257,7 @@ def fasttext_reference(pairs_dir, tmp_path_factory):
     return {"runs": runs, "bin": root / "ova0.bin", "test_txt": test_txt}
 
 
+@pytest.mark.slow
 def test_ova_learns_label_sets_well_above_chance(ours):
     """Chance P@1 is 0.41 (1.64 gold labels of 4); R@1 cannot exceed 977 / 1600 = 0.61."""
     assert ours["top1"]["precision_at_k"] > 0.8
@@ -265,6 +266,8 @@ def test_ova_learns_label_sets_well_above_chance(ours):
     assert 0 < ours["top1"]["loss"] < 4 * math.log(2)  # below the zero-weight model's loss
 
 
+@pytest.mark.fasttext
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ["top1", "sets"])
 def test_ova_precision_and_recall_match_fasttext(ours, fasttext_reference, setting):
     """P@k and R@k near fastText's mean, at k = 1 and at k = -1 with threshold 0.5."""
@@ -273,6 +276,7 @@ def test_ova_precision_and_recall_match_fasttext(ours, fasttext_reference, setti
     assert ours[setting]["recall_at_k"] == pytest.approx(recall, abs=TOLERANCE[setting])
 
 
+@pytest.mark.slow
 def test_predict_returns_label_sets_above_the_threshold(ova_model, pairs_dir):
     """predict.py --k -1 --threshold 0.5: labels of probability >= 0.5, best first, often two of them."""
     with open(pairs_dir / "test.csv", encoding="utf-8", newline="") as handle:
@@ -289,6 +293,7 @@ def test_predict_returns_label_sets_above_the_threshold(ova_model, pairs_dir):
     assert sum(len(p) >= 4 for p in predictions) >= 10  # merged texts often get both labels
 
 
+@pytest.mark.fasttext
 def test_predict_reads_a_fasttext_ova_model(fasttext_reference):
     """predict.py --fasttext-model: the labels fastText's own predict gives (its sigmoid is a
     lookup table, so a probability right at the threshold may fall either way)."""
@@ -303,6 +308,7 @@ def test_predict_reads_a_fasttext_ova_model(fasttext_reference):
     assert len(ours_sets) == len(texts) and agree >= 0.97 * len(texts)
 
 
+@pytest.mark.slow
 def test_tensorboard_precision_and_recall_are_the_final_report(ova_model):
     events = EventAccumulator(str(ova_model / "tb"))
     events.Reload()
@@ -313,13 +319,16 @@ def test_tensorboard_precision_and_recall_are_the_final_report(ova_model):
         assert logged[-1].value == pytest.approx(metrics[key], abs=1e-6)
 
 
-def test_k_must_be_positive_or_minus_one(ova_model):
-    done = run_cli("predict", "--model-dir", ova_model / "model", "--k", "0", input=b"text\n")
+def test_k_must_be_positive_or_minus_one(tiny_model_dir):
+    """A usage error whatever the model (the session's small one keeps this out of the slow tier)."""
+    done = run_cli("predict", "--model-dir", tiny_model_dir, "--k", "0", input=b"text\n")
     assert done.returncode == 2 and "must be at least 1, or -1 for every label" in done.stderr
 
 
 # -- under Horovod ----------------------------------------------------------------------------
 
+@pytest.mark.horovod
+@pytest.mark.slow
 def test_two_ranks_train_ova_to_the_weights_of_one_process(pairs_dir, tmp_path):
     """horovodrun -np 2 --batch-size 32 ends where one process with --batch-size 64 does."""
     train = tmp_path / "train.csv"

@@ -7,14 +7,13 @@ import csv
 import io
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from conftest import AG_NEWS
 from fasttext_horovod.data_pipeline.normalize import normalize_csv_record, normalize_text
 from fasttext_horovod.data_pipeline.readers import read_csv_records, tokenize
 
-DATA = Path(__file__).resolve().parents[1] / "samples" / "ag_news_mini"
 
 # `normalize_text` of fastText's classification-results.sh, verbatim.
 SCRIPT = (
@@ -46,7 +45,7 @@ def csv_line(fields) -> bytes:
 @pytest.mark.parametrize("split", ["train.csv", "test.csv"])
 def test_every_real_record_normalises_byte_equal_to_the_shell_script(split):
     """Each record of ag_news_mini normalises to exactly the script's line for it."""
-    path = DATA / split
+    path = AG_NEWS / split
     with open(path, "rb") as handle:
         expected = run_script(handle)
     with open(path, encoding="utf-8", newline="") as handle:
@@ -60,7 +59,7 @@ def test_every_real_record_normalises_byte_equal_to_the_shell_script(split):
 @pytest.mark.parametrize("split", ["train.csv", "test.csv"])
 def test_reader_tokens_are_what_fasttext_reads_from_the_script_output(split):
     """read_csv_records yields the whitespace tokens of the script's line, then EOS."""
-    path = DATA / split
+    path = AG_NEWS / split
     with open(path, "rb") as handle:
         expected = run_script(handle)
     records = list(read_csv_records(path, num_classes=4))

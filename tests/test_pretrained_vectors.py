@@ -42,6 +42,7 @@ def vec_file(tmp_path_factory, tiny_data_dir):
                      rng.normal(size=(len(words), DIM)).astype(np.float32))
 
 
+@pytest.mark.fasttext
 def test_vocabulary_matches_fasttext_with_pretrained_vectors(tmp_path, tiny_data_dir, vec_file):
     """fastText adds the .vec's words to the vocabulary (new ones with count 1) and re-sorts it."""
     train_txt = tmp_path / "train.txt"
@@ -72,6 +73,7 @@ def test_training_starts_from_the_vectors(tmp_path, tiny_data_dir, vec_file):
         np.testing.assert_allclose(rows[dictionary.word_id(word)], expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_vectors_of_a_model_trained_on_more_data_lift_a_short_run(tmp_path, tiny_data_dir):
     """Word vectors exported from a model trained on all 6,000 rows start a 1-epoch run on
     600 of them far ahead of fastText's random initialisation."""
@@ -113,6 +115,8 @@ def test_bad_vec_file_is_a_clear_error(tmp_path, tiny_data_dir, content, message
     assert not (model_dir / "checkpoint.npz").exists()
 
 
+@pytest.mark.horovod
+@pytest.mark.slow
 def test_two_horovod_ranks_start_from_the_vectors_as_one_process(tmp_path, tiny_data_dir, vec_file):
     """Rank 0 reads the vectors and broadcasts the rows: the same weights as one process."""
     runs = {}

@@ -71,6 +71,7 @@ def assert_fasttext_predicts_like_us(ftz, texts):
 
 
 # -- our .ftz in fastText ---------------------------------------------------------------------------
+@pytest.mark.fasttext
 @pytest.mark.parametrize("settings", [("--cutoff", "5000", "--qnorm"), ("--dsub", "3")],
                          ids=["pruned_qnorm", "unpruned_dsub3"])
 def test_fasttext_loads_our_ftz_and_predicts_like_us(small_model, tmp_path, test_text, settings):
@@ -81,12 +82,13 @@ def test_fasttext_loads_our_ftz_and_predicts_like_us(small_model, tmp_path, test
     assert summary["input_rows_after"] == rows == read_fasttext_bin(str(tmp_path / "model.ftz")).input_matrix.shape[0]
 
 
-def test_reading_and_writing_an_ftz_gives_the_same_bytes(small_model, tmp_path):
-    quantize(small_model, tmp_path / "model.ftz", "--cutoff", "3000", "--qnorm")
-    write_fasttext_bin(str(tmp_path / "again.ftz"), read_fasttext_bin(str(tmp_path / "model.ftz")))
-    assert (tmp_path / "again.ftz").read_bytes() == (tmp_path / "model.ftz").read_bytes()
+def test_reading_and_writing_an_ftz_gives_the_same_bytes(tiny_ftz, tmp_path):
+    """A pruned .ftz with quantized norms and a last column group of 1 (dim 5 = 2 + 2 + 1)."""
+    write_fasttext_bin(str(tmp_path / "again.ftz"), read_fasttext_bin(str(tiny_ftz)))
+    assert (tmp_path / "again.ftz").read_bytes() == tiny_ftz.read_bytes()
 
 
+@pytest.mark.slow
 def test_smaller_groups_reconstruct_rows_better(small_model):
     """Product quantization of real rows: one byte per column beats one per 2, which beats one per 5."""
     rows = to_fasttext(load_model_dir(str(small_model), mx.cpu())).input_matrix[:20_000]
@@ -105,6 +107,7 @@ def target(tmp_path_factory):
     return {"dir": root, "summary": summary}
 
 
+@pytest.mark.slow
 def test_quantized_model_is_10x_smaller_within_a_point_of_accuracy(target):
     summary = target["summary"]
     assert summary["bin_bytes"] >= 10 * summary["ftz_bytes"]
@@ -112,6 +115,7 @@ def test_quantized_model_is_10x_smaller_within_a_point_of_accuracy(target):
     assert summary["n_test"] == 1600 and summary["input_rows_after"] == 50_000
 
 
+@pytest.mark.slow
 def test_retraining_and_summary_are_on_tensorboard(target):
     retrain = EventAccumulator(str(target["dir"] / "tb" / "retrain"))
     retrain.Reload()
@@ -123,6 +127,7 @@ def test_retraining_and_summary_are_on_tensorboard(target):
         assert event.value == pytest.approx(target["summary"][key], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_bin_size_is_what_export_writes(target, tmp_path):
     done = run_cli("export", "--model-dir", target["dir"] / "model", "--fasttext", tmp_path / "model.bin")
     assert done.returncode == 0, done.stderr
@@ -130,6 +135,8 @@ def test_bin_size_is_what_export_writes(target, tmp_path):
     assert (target["dir"] / "model.ftz").stat().st_size == target["summary"]["ftz_bytes"]
 
 
+@pytest.mark.fasttext
+@pytest.mark.slow
 def test_evaluate_reads_the_ftz(target, tmp_path, test_text):
     done = run_cli("evaluate", "--fasttext-model", target["dir"] / "model.ftz", "--test", AG_NEWS / "test.csv",
                    "--metrics-out", tmp_path / "m.json")
@@ -161,6 +168,7 @@ def dictionary_of(model) -> Dictionary:
                       model.args.bucket, model.args.word_ngrams, model.pruneidx)
 
 
+@pytest.mark.fasttext
 def test_pruning_keeps_fasttexts_rows(fasttext_quantized):
     """Same words, same buckets, the n-gram rows in the same order up to rows of equal norm
     (whose order fastText's std::sort leaves as it happens to)."""
@@ -177,6 +185,7 @@ def test_pruning_keeps_fasttexts_rows(fasttext_quantized):
     np.testing.assert_array_equal(norms[rows[pruned.nwords:]], norms[their_buckets + full.nwords])
 
 
+@pytest.mark.fasttext
 def test_our_quantizer_writes_fasttexts_ftz_byte_for_byte(fasttext_quantized, tmp_path):
     """fastText's pruned rows through our quantizer (k-means with fastText's random numbers) and
     writer give fastText's file exactly."""
@@ -189,6 +198,7 @@ def test_our_quantizer_writes_fasttexts_ftz_byte_for_byte(fasttext_quantized, tm
     assert (tmp_path / "ours.ftz").read_bytes() == fasttext_quantized["ftz_path"].read_bytes()
 
 
+@pytest.mark.fasttext
 def test_pruned_dictionary_encodes_like_fasttexts_getline(fasttext_quantized, test_text):
     """fastText's sentence vector of its .ftz averages the rows of its `getLine`; averaging the
     same rows over our encoding gives the same vector, so pruned words and n-grams are dropped alike."""
@@ -204,6 +214,7 @@ def test_pruned_dictionary_encodes_like_fasttexts_getline(fasttext_quantized, te
         np.testing.assert_allclose(ours, expected, atol=1e-5, err_msg=line.decode())
 
 
+@pytest.mark.fasttext
 def test_fasttexts_ftz_evaluates_and_predicts_the_same_here(fasttext_quantized, test_text, tmp_path):
     done = run_cli("evaluate", "--fasttext-model", fasttext_quantized["ftz_path"], "--test",
                    fasttext_quantized["test"], "--metrics-out", tmp_path / "m.json")
@@ -269,6 +280,7 @@ def test_bad_settings_are_one_clear_error(tiny_model_dir, tmp_path, settings, me
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_missing_or_unreadable_model_is_one_clear_error(tmp_path):
     missing = run_cli("quantize", "--model-dir", tmp_path / "absent", "--output", tmp_path / "model.ftz")
     assert_clean_failure(missing, f"error: {tmp_path / 'absent'}: no such model directory")

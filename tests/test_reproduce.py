@@ -4,6 +4,8 @@ the paper's numbers, timing and hardware, honest about the data and the settings
 import json
 import shutil
 
+import pytest
+
 from conftest import AG_NEWS, run_cli
 from test_bad_input import assert_clean_failure
 
@@ -18,6 +20,7 @@ def reproduce(tmp_path, data_root, *extra):
                    "--runs-dir", tmp_path / "runs", "--cache-dir", tmp_path / "cache", *QUICK, *extra)
 
 
+@pytest.mark.slow
 def test_table_of_the_ag_news_sample_next_to_the_paper(tmp_path):
     data_root = tmp_path / "data"
     shutil.copytree(AG_NEWS, data_root / "ag_news_csv")
@@ -36,6 +39,7 @@ def test_table_of_the_ag_news_sample_next_to_the_paper(tmp_path):
     assert abs(100 * result["rows"][0]["runs"]["bigrams"]["accuracy"] - float(cells[5])) <= 0.05
 
 
+@pytest.mark.slow
 def test_synthetic_data_is_labelled_synthetic(tmp_path):
     data_root = tmp_path / "data_synthetic"
     write_synthetic_dataset(DATASETS["ag_news"], str(data_root), scale=0.005)

@@ -6,10 +6,13 @@ import time
 
 import numpy as np
 import pytest
+
 from conftest import REPO
 from horovod_jobs import assert_same_weights, horovodrun_command, run
 
 from fasttext_horovod.model.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # each test trains to a checkpoint and back
 
 
 def train_command(data_dir, model_dir, cache_dir, *extra):
@@ -58,6 +61,7 @@ def test_resume_gives_same_weights(tmp_path, tiny_data_dir, optimizer):
         np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
 
 
+@pytest.mark.horovod
 def test_adagrad_resumed_on_two_ranks_continues_the_one_process_run(tmp_path, tiny_data_dir):
     """Stopped as one process x 8 documents, resumed as 2 ranks x 4: rank 0's Adagrad state reaches
     rank 1, and the run ends where the unstopped one does (to float rounding: ranks sum in another order)."""

@@ -113,6 +113,7 @@ def as_printed(answer: dict):
     return answer["label"], [f"{prob:.5f}" for prob in answer["prob"]]
 
 
+@pytest.mark.slow
 def test_every_ag_test_document_gets_predict_pys_labels_and_probabilities(server, predicted):
     """1,600 documents in concurrent requests of 1 to 40, each with its own k: each request gets
     predict.py's top k, whatever the batch its documents shared."""
@@ -201,6 +202,7 @@ def test_metrics_count_every_workers_requests_errors_and_latency(server):
     assert "# TYPE serve_request_seconds histogram" in after
 
 
+@pytest.mark.slow
 def test_sigterm_drains_requests_in_flight_then_exits_0(tiny_model_dir, tmp_path):
     """Requests the server holds when SIGTERM comes (here: waiting 3 s in the micro-batcher for
     others to join) are answered; then every worker and the server exit 0."""

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import AG_NEWS
 from fasttext_horovod.data_pipeline.batching import BatchStream, make_batch
 from fasttext_horovod.data_pipeline.readers import read_csv_records
 from fasttext_horovod.data_pipeline.shards import CorpusSettings, ShardedCorpus, corpus_key, preprocess
 
-DATA = Path(__file__).resolve().parents[1] / "samples" / "ag_news_mini"
-TRAIN = str(DATA / "train.csv")
+TRAIN = str(AG_NEWS / "train.csv")
 SETTINGS = CorpusSettings(bucket=100_000, word_ngrams=2, num_shards=4)
 GLOBAL_BATCH = 50  # not a multiple of num_shards: shards contribute 13, 13, 12, 12
 
@@ -163,7 +163,7 @@ def test_an_epoch_sees_every_document_exactly_once(corpus, global_batch):
     (everything,) = BatchStream(all_shards(corpus), corpus.docs_per_shard, 6000, seed=5).epoch(0)
     seen = Counter()
     for batch in BatchStream(all_shards(corpus), corpus.docs_per_shard, global_batch, seed=5).epoch(0):
-        seen += batch_docs(batch)
+        seen.update(batch_docs(batch))  # in place: `+=` rescans the whole counter every batch
     assert sum(seen.values()) == 6000 and seen == batch_docs(everything)
 
 

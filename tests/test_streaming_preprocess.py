@@ -124,6 +124,7 @@ def preprocessing_peak_mb(train: Path, cache: Path) -> float:
     return float(done.stdout)
 
 
+@pytest.mark.slow
 def test_a_four_times_larger_corpus_does_not_raise_the_preprocessing_peak(tmp_path):
     """Peak = dictionary + bounded buffers: 4x the documents over the same vocabulary costs a few percent.
 

@@ -3,6 +3,7 @@ labels, and a name and marker that say SYNTHETIC wherever they go.
 """
 import csv
 import json
+import os
 from collections import Counter
 
 import numpy as np
@@ -55,12 +56,25 @@ def test_refuses_a_data_root_not_named_synthetic(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-def test_train_dataset_learns_the_synthetic_labels(tmp_path):
-    """synthesize.py then `train.py --dataset ag_news --data-root <synthetic root>`: well above chance."""
-    root = tmp_path / "data_synthetic"
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory):
+    """`synthesize.py --dataset ag_news --scale 0.05`: its data root and what it printed."""
+    root = tmp_path_factory.mktemp("synthesized") / "data_synthetic"
     made = run_cli("synthesize", "--dataset", "ag_news", "--data-root", root, "--scale", "0.05")
     assert made.returncode == 0, made.stderr
-    assert "SYNTHETIC corpus of 6,380 documents" in made.stdout
+    return root, made.stdout
+
+
+def test_synthesize_cli_writes_a_corpus_marked_synthetic(synthesized):
+    root, printed = synthesized
+    assert "SYNTHETIC corpus of 6,380 documents" in printed
+    assert is_synthetic(os.path.dirname(DATASETS["ag_news"].train_path(str(root))))
+
+
+@pytest.mark.slow
+def test_train_dataset_learns_the_synthetic_labels(synthesized, tmp_path):
+    """`train.py --dataset ag_news --data-root <synthetic root>` on synthesize.py's corpus: well above chance."""
+    root, _ = synthesized
     done = run_cli("train", "--dataset", "ag_news", "--data-root", root, "--model-dir", tmp_path / "model",
                    "--cache-dir", tmp_path / "cache", "--metrics-out", tmp_path / "metrics.json",
                    "--epoch", "5", "--dim", "10", "--bucket", "10000")

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, write_sample
 
+pytestmark = pytest.mark.slow  # every test reads the one served run: a training and a server start
+
 BASE_LR = 0.5
 EPOCHS = 5
 SCALAR_TAGS = ("train/loss", "train/learning_rate", "train/examples_per_second", "train/tokens_per_second",

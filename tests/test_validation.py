@@ -56,6 +56,7 @@ def test_validation_accuracy_and_loss_are_logged_every_epoch(tmp_path, tiny_data
     assert metrics["valid"]["n_test"] == 200
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_after_patience_and_keeps_the_best_model(tmp_path, tiny_data_dir):
     """Train far too long with a high rate: validation accuracy peaks, the run stops `patience`
     epochs later, and the model left in --model-dir is the peak epoch's."""
