@@ -35,6 +35,14 @@ def run_cli(script: str, *args, input=None, timeout: float = 180) -> subprocess.
                                        done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
 
 
+def first_case_in_dev_tier(cases):
+    """Parameters for a test whose cases each run a command (about 1.5 s of MXNet start-up
+    apiece): the first case runs in the development tier, the others are `slow` (the whole
+    suite runs them all)."""
+    return [case if i == 0 else pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=pytest.mark.slow)
+            for i, case in enumerate(cases)]
+
+
 def write_sample(directory: Path, train_rows: int, test_rows: int) -> Path:
     """The first rows of the real train/test CSVs, with classes.txt beside them."""
     directory.mkdir(parents=True, exist_ok=True)

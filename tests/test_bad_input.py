@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_SETTINGS, run_cli
+from conftest import TINY_SETTINGS, first_case_in_dev_tier, run_cli
 
 VALID_ROW = b'"1","Stocks rally","Shares rose on Wall Street."\n'
 
@@ -72,7 +72,7 @@ TRAIN_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+@pytest.mark.parametrize("case", first_case_in_dev_tier(sorted(TRAIN_CASES)))
 def test_bad_training_file_fails_naming_file_and_line_and_writes_nothing(tmp_path, tiny_data_dir, case):
     """Each malformed training file is one `error: FILE[:LINE]: ...` line, and no model."""
     content, message, line = TRAIN_CASES[case]
@@ -138,7 +138,7 @@ def test_evaluate_rejects_empty_test_file(tmp_path, tiny_data_dir, tiny_model_di
     assert_clean_failure(done, f"error: {test_file}:", "empty")
 
 
-@pytest.mark.parametrize("script", ["evaluate", "predict"])
+@pytest.mark.parametrize("script", first_case_in_dev_tier(["evaluate", "predict"]))
 def test_missing_input_file_is_named(tmp_path, tiny_model_dir, script):
     """A --test / --input that does not exist is named in the error."""
     missing = tmp_path / "absent.csv"
@@ -170,7 +170,7 @@ def other_version_model_dir(tmp_path, tiny_model_dir) -> Path:
     return model_dir
 
 
-@pytest.mark.parametrize("script", ["evaluate", "predict"])
+@pytest.mark.parametrize("script", first_case_in_dev_tier(["evaluate", "predict"]))
 def test_checkpoint_of_another_format_version_is_refused_with_its_version(
         tiny_data_dir, other_version_model_dir, script):
     """evaluate.py / predict.py say which version the checkpoint is and which they read."""
@@ -193,7 +193,7 @@ def test_resume_refuses_checkpoint_of_another_version_and_leaves_it_untouched(
     assert list(other_version_model_dir.glob(".tmp-*")) == []
 
 
-@pytest.mark.parametrize("script", ["evaluate", "predict"])
+@pytest.mark.parametrize("script", first_case_in_dev_tier(["evaluate", "predict"]))
 def test_model_dir_without_checkpoint_says_to_train_first(tmp_path, tiny_data_dir, script):
     """An empty --model-dir names the checkpoint file it looked for."""
     model_dir = tmp_path / "empty_model"
@@ -234,7 +234,8 @@ def test_failed_run_leaves_existing_checkpoint_byte_identical(tmp_path, tiny_dat
 
 
 # -- divergence ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("log_every", ["1", "50"], ids=["caught_at_a_log_step", "caught_at_epoch_end"])
+@pytest.mark.parametrize("log_every", first_case_in_dev_tier(["1", "50"]), ids=["caught_at_a_log_step",
+                                                                               "caught_at_epoch_end"])
 def test_diverging_loss_stops_with_error_before_first_checkpoint(tmp_path, tiny_data_dir, log_every):
     """--lr 1e30 makes the loss NaN in epoch 1: `error: loss became nan`, and no checkpoint.
 
@@ -249,6 +250,7 @@ def test_diverging_loss_stops_with_error_before_first_checkpoint(tmp_path, tiny_
     assert_nothing_written(tmp_path / "model", tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_diverging_run_leaves_existing_checkpoint_byte_identical(tmp_path, tiny_data_dir, model_copy):
     """A run that diverges in epoch 1 into a dir with a good model does not replace it."""
     before = checkpoint_bytes(model_copy)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import AG_NEWS, REPO, TINY_SETTINGS, run_cli
+from conftest import AG_NEWS, REPO, TINY_SETTINGS, first_case_in_dev_tier, run_cli
 from fuzzing import memory_cap
 from test_bad_input import assert_clean_failure, assert_nothing_written, checkpoint_bytes
 
@@ -66,7 +66,7 @@ CRAFTED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CRAFTED))
+@pytest.mark.parametrize("case", first_case_in_dev_tier(sorted(CRAFTED)))
 @pytest.mark.parametrize("script", ["evaluate", "predict"])
 def test_crafted_checkpoint_is_refused_not_a_signal(tmp_path, tiny_data_dir, tiny_model_dir, case, script):
     change, reason = CRAFTED[case]
@@ -77,6 +77,7 @@ def test_crafted_checkpoint_is_refused_not_a_signal(tmp_path, tiny_data_dir, tin
     assert_clean_failure(done, f"error: {model_dir / 'checkpoint.npz'}: damaged checkpoint", reason)
 
 
+@pytest.mark.slow  # two runs; the crafted rows themselves are refused in the development tier above
 def test_resume_from_crafted_checkpoint_is_refused_and_leaves_it(tmp_path, tiny_data_dir, tiny_model_dir):
     model_dir = crafted_model(tmp_path, tiny_model_dir, "crafted", input_rows_set_to(lambda rows: rows))
     before = checkpoint_bytes(model_dir)
@@ -293,10 +294,10 @@ def test_files_honour_the_umask(tiny_model_dir):
         assert (tiny_model_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
-@pytest.mark.parametrize("flag, message", [
+@pytest.mark.parametrize("flag, message", first_case_in_dev_tier([
     ("--min-count", "no word occurs --min-count 1000000 times: the vocabulary is empty"),
     ("--min-count-label", "no label occurs --min-count-label 1000000 times: the label set is empty"),
-])
+]))
 def test_thresholds_that_empty_the_vocabulary_are_named(tmp_path, tiny_data_dir, flag, message):
     done = run_cli("train", "--train", tiny_data_dir / "train.csv", "--model-dir", tmp_path / "model",
                    "--cache-dir", tmp_path / "cache", *TINY_SETTINGS, flag, "1000000")
@@ -304,6 +305,7 @@ def test_thresholds_that_empty_the_vocabulary_are_named(tmp_path, tiny_data_dir,
     assert_nothing_written(tmp_path / "model", tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_resume_on_other_data_of_the_same_vocabulary_is_refused(tmp_path, tiny_data_dir, tiny_model_dir):
     """The same rows shuffled: every word, every count the same, a different corpus."""
     rows = (tiny_data_dir / "train.csv").read_bytes().splitlines(keepends=True)

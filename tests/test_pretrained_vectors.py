@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import AG_NEWS, TINY_SETTINGS, run_cli
+from conftest import AG_NEWS, TINY_SETTINGS, first_case_in_dev_tier, run_cli
 from horovod_jobs import assert_same_weights, run, train_command
 
 from fasttext_horovod.bench.fasttext_cpp import write_fasttext_format
@@ -92,7 +92,7 @@ def test_vectors_of_a_model_trained_on_more_data_lift_a_short_run(tmp_path, tiny
     assert accuracy["pretrained"] > accuracy["random"] + 0.3, accuracy
 
 
-@pytest.mark.parametrize("content, message", [
+@pytest.mark.parametrize("content, message", first_case_in_dev_tier([
     ("", "empty file"),
     ("2 5\nthe 1 2 3 4 5\n", "promises 2 vectors of dimension 5, more than the 14 bytes after it can hold"),
     ("2 5\nthe 1 2 3 4 5\n" + " " * 30 + "\n", "promises 2 vectors, the file has 1"),
@@ -101,7 +101,7 @@ def test_vectors_of_a_model_trained_on_more_data_lift_a_short_run(tmp_path, tiny
     ("1 5\nthe 1 2 nan 4 5\n", ":2: a vector component is not finite"),
     ("five 5\n", ":1: expected a header"),
     ("1 3\nthe 1 2 3\n", ":1: vectors have dimension 3, but the model's --dim is 5"),
-])
+]))
 def test_bad_vec_file_is_a_clear_error(tmp_path, tiny_data_dir, content, message):
     vec = tmp_path / "bad.vec"
     vec.write_text(content)

@@ -42,6 +42,7 @@ def test_valid_fraction_that_leaves_nothing_is_an_error(tmp_path, tiny_data_dir)
     assert not (tmp_path / "model" / "checkpoint.npz").exists()
 
 
+@pytest.mark.slow
 def test_validation_accuracy_and_loss_are_logged_every_epoch(tmp_path, tiny_data_dir):
     logdir = tmp_path / "tb"
     done = run_cli("train", "--train", tiny_data_dir / "train.csv", "--valid", tiny_data_dir / "test.csv",
@@ -95,6 +96,7 @@ def test_bad_validation_settings_are_usage_errors(tmp_path, tiny_data_dir, args,
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_empty_validation_file_is_an_error_naming_it(tmp_path, tiny_data_dir):
     empty = tmp_path / "valid.csv"
     empty.write_text("")
