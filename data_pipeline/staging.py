@@ -1,6 +1,6 @@
 """Directories built aside and published whole, safely among concurrent and killed runs.
 
-A corpus is built in `<cache>/.building-XXXX` and renamed to its final name. Builders hold
+A corpus is built in `<cache>/.building-<random suffix>` and renamed to its final name. Builders hold
 a shared lock on `<cache>/.lock` while they build; a run that takes that lock exclusively
 knows no build is in progress, so every `.building-*` directory it sees was left by a killed
 run and is removed. Two runs that build the same corpus both succeed: the rename of the

@@ -24,7 +24,7 @@ class RankZeroFilter(logging.Filter):
     """Passes every record on rank 0 and only errors elsewhere."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return _rank == 0 or record.levelno >= logging.ERROR
+        return speaks() or record.levelno >= logging.ERROR
 
 
 def init_logging(rank: Optional[int] = None) -> None:

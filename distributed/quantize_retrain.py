@@ -70,9 +70,9 @@ def quantize_model(trained: TrainedModel, settings: QuantizeSettings, retrain: O
     `retrain` and a cutoff), the root rank alone quantizes and gets the result (the others get None)."""
     full = to_fasttext(trained)
     check_quantizable(full, settings)
-    dictionary, rows = prune(trained.dictionary, full.input_matrix, settings.cutoff)
-    matrix, output, args = full.input_matrix[rows], full.output_matrix, full.args
-    if retrain and len(rows) < len(full.input_matrix):
+    dictionary, rows, matrix = prune(trained.dictionary, full.input_matrix, settings.cutoff)
+    output, args = full.output_matrix, full.args
+    if retrain and rows is not None:
         matrix, output = retrain_rows(trained, rows, matrix, output, retrain, world)
         args = replace(args, epoch=retrain.epoch)
     small = quantize(dictionary, args, matrix, output, settings, model_dir)

@@ -58,12 +58,15 @@ def check_quantizable(full: FastTextModel, settings: QuantizeSettings) -> None:
                                    f"the model has {len(full.labels)}")
 
 
-def prune(dictionary: Dictionary, matrix: np.ndarray, cutoff: int) -> Tuple[Dictionary, np.ndarray]:
-    """fastText's `Dictionary::prune` after `selectEmbeddings`: (pruned dictionary, kept rows in its order);
-    everything when `cutoff` is 0 or keeps every row."""
+def prune(dictionary: Dictionary, matrix: np.ndarray,
+          cutoff: int) -> Tuple[Dictionary, Optional[np.ndarray], np.ndarray]:
+    """fastText's `Dictionary::prune` after `selectEmbeddings`: (pruned dictionary, kept rows
+    in its order, those rows of `matrix`). When `cutoff` is 0 or keeps every row: the
+    dictionary, None and `matrix` itself, uncopied (it can be a 10M-row table)."""
     if not 0 < cutoff < len(matrix):
-        return dictionary, np.arange(len(matrix))
-    return dictionary.pruned(select_embeddings(matrix, dictionary.word_id(EOS), cutoff))
+        return dictionary, None, matrix
+    pruned, rows = dictionary.pruned(select_embeddings(matrix, dictionary.word_id(EOS), cutoff))
+    return pruned, rows, matrix[rows]
 
 
 def quantize(dictionary: Dictionary, args: FastTextArgs, matrix: np.ndarray, output: np.ndarray,
