@@ -26,6 +26,7 @@ def setting(default, help: str, group: str, cli: bool = True, **argparse_options
 
 
 DATA, OUTPUT, FASTTEXT, RUN = "data", "output", "fastText settings", "mini-batches and devices"
+PREFETCH_CHOICES = ("auto", "on", "off")
 
 
 @dataclass
@@ -72,6 +73,9 @@ class TrainConfig:
     seed: int = setting(0, "seeds initialisation, shuffling and held-out draws", RUN)
     gpu: Optional[int] = setting(None, "GPU index for one process (under Horovod: the local rank's GPU)", RUN)
     fp16_allreduce: bool = setting(False, "exchange gradients in float16", RUN)
+    prefetch: str = setting("auto", "assemble batches ahead in a separate process: on, off, or auto (on with "
+                                    "--gpu; on the CPU the process takes cores from the step's operators)", RUN,
+                            choices=PREFETCH_CHOICES)
     baseline_rate: Optional[float] = setting(None, "one worker's measured examples/s (bench/scaling.py at np=1) for "
                                                    "scaling/efficiency; default under Horovod: rank 0 measures it",
                                              RUN, metavar="EXAMPLES_PER_S")
@@ -110,6 +114,11 @@ class TrainConfig:
         if self.num_shards < launched_size():
             raise InputError("--num-shards", f"{self.num_shards} cannot feed {launched_size()} ranks: "
                                              f"give at least one shard per rank")
+
+    @property
+    def prefetches(self) -> bool:
+        """Whether batches are assembled in a separate process (see `prefetch`)."""
+        return self.prefetch == "on" or (self.prefetch == "auto" and self.gpu is not None)
 
     def corpus_settings(self) -> CorpusSettings:
         return CorpusSettings(self.min_count, self.min_count_label, self.bucket, self.word_ngrams, self.num_shards,

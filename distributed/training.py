@@ -23,10 +23,11 @@ from mxnet import autograd
 
 from fasttext_horovod.data_pipeline.batching import Batch, BatchStream
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
-from fasttext_horovod.data_pipeline.prefetch import prefetched
+from fasttext_horovod.data_pipeline.prefetch import DirectStream, PrefetchingStream
 from fasttext_horovod.data_pipeline.readers import detect_format, read_class_names
 from fasttext_horovod.data_pipeline.vectors import read_vectors
 from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
+from fasttext_horovod.model.fasttext import trains_on_all_labels
 from fasttext_horovod.model.inference import (
     CHECKPOINT_FILE,
     TEXT_NORMALIZATION,
@@ -149,12 +150,24 @@ class Trainer:
         self.names = label_names(self.dictionary, config.train)
         self.test_docs = (encode_labelled_file(config.test, self.dictionary, self.num_classes)
                           if config.test and world.is_root else None)
+        # Horovod: the global batch is size x --batch-size documents (the learning rate needs no scaling).
+        self.global_batch_size = config.batch_size * world.size
+        # Horovod: each rank reads only its own shards. Forked before the matrices exist (see prefetch).
+        stream = BatchStream(open_rank_shards(self.corpus, world), self.corpus.docs_per_shard, self.global_batch_size,
+                             config.seed, keep_rows, all_labels=trains_on_all_labels(config.loss))
+        self.batches = PrefetchingStream(stream) if config.prefetches else DirectStream(stream)
+        try:
+            self._build(config, world, start_from)
+        except BaseException:
+            self.batches.close()
+            raise
+
+    def _build(self, config: TrainConfig, world: World, start_from: Optional[dict]):
+        """The model, optimizer and exchange, from rank 0's start (fresh, resumed, given or pretrained)."""
         self.model = build_model(self.dictionary, config.dim, config.loss, config.seed)
         self.model.initialize(ctx=self.ctx)
         # Rows any update wrote; checkpoints store these, the rest is the seeded init.
         self.touched = np.zeros(self.dictionary.num_input_rows, dtype=bool)
-        # Horovod: the global batch is size x --batch-size documents (the learning rate needs no scaling).
-        self.global_batch_size = config.batch_size * world.size
         self.optimizer = build_optimizer(choose_optimizer(config.optimizer, self.global_batch_size),
                                          self.dictionary.num_input_rows, self.model.output_matrix.shape, self.ctx)
         self.progress = Progress()
@@ -173,9 +186,6 @@ class Trainer:
             self._broadcast_optimizer_state()
         self.progress = Progress(*map(int, world.broadcast(np.array(astuple(self.progress)), name="progress")))
         self.exchange = GradientExchange(world, self.dictionary.num_input_rows, config.fp16_allreduce)
-        # Horovod: each rank reads only its own shards.
-        self.stream = BatchStream(open_rank_shards(self.corpus, world), self.corpus.docs_per_shard,
-                                  self.global_batch_size, config.seed, keep_rows, self.model.all_labels_as_target)
         self.total_tokens = config.epoch * sum(self.corpus.tokens_per_shard)
         self.dashboard = Dashboard(config.logdir, world.is_root)
         self.single_worker_rate = None
@@ -302,7 +312,7 @@ class Trainer:
             return self.config.baseline_rate
         rate = None
         if self.world.is_root:
-            rate = time_single_worker(self._step_alone, self.stream.epoch(self.progress.epoch, self.progress.batch))
+            rate = time_single_worker(self._step_alone, self.batches.epoch(self.progress.epoch, self.progress.batch))
         self.world.barrier()  # the other ranks wait here, outside the timed steps
         return rate
 
@@ -313,12 +323,16 @@ class Trainer:
         Past `deadline` (a `time.monotonic()` value: an autotune trial's budget) every rank
         stops at the same step with `DeadlineReached`, leaving no checkpoint of its own.
         """
+        with self.batches:  # the prefetching process ends with the run, however it ends
+            return self._train(deadline)
+
+    def _train(self, deadline: Optional[float]) -> dict:
         config, progress = self.config, self.progress
         self.single_worker_rate = self._measure_single_worker_rate()
         self.dashboard.training_started(asdict(config), self.world.size, self.global_batch_size,
                                         self.single_worker_rate, progress.step)
-        reporter = ProgressReporter(config.epoch * self.stream.num_docs, "examples")
-        done_before = progress.epoch * self.stream.num_docs + progress.batch * self.stream.global_batch_size
+        reporter = ProgressReporter(config.epoch * self.batches.stream.num_docs, "examples")
+        done_before = progress.epoch * self.batches.stream.num_docs + progress.batch * self.global_batch_size
         meter = ScalingMeter()
         train_start = time.perf_counter()
         try:
@@ -340,7 +354,7 @@ class Trainer:
         with StopRequest() as stop:
             while progress.epoch < config.epoch:
                 started = time.perf_counter()
-                for batch in prefetched(self.stream.epoch(progress.epoch, progress.batch)):
+                for batch in self.batches.epoch(progress.epoch, progress.batch):
                     lr = self.optimizer.learning_rate(config.lr, progress.tokens / self.total_tokens)
                     late = deadline is not None and time.monotonic() > deadline
                     loss, (_, global_tokens, signalled, out_of_time) = self._step(batch, lr, stop.signum is not None,

@@ -17,6 +17,9 @@ def configure_mxnet(threads, gpu):
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         os.environ["MXNET_CPU_WORKER_NTHREADS"] = str(threads)
+    # OpenMP's threads sleep between operators instead of spinning: our operators are tiny,
+    # and spinning threads on a busy machine made a 2-thread step 15x slower (bench notes).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if gpu is None:
         os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
     _start_engine_quietly()

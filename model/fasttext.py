@@ -60,6 +60,12 @@ def ova_loss(F, scores, targets):
     return F.sum(F.Activation(-(2.0 * targets - 1.0) * scores, act_type="softrelu"), axis=1)
 
 
+def trains_on_all_labels(loss: str) -> bool:
+    """Whether a document trains on its whole label set (fastText's `kAllLabelsAsTarget`,
+    used by ova) rather than on one label drawn from it (softmax, hs)."""
+    return loss == "ova"
+
+
 class FastTextClassifier(gluon.HybridBlock):
     """Summed loss of a batch's documents given its bag matrix and its gathered input rows.
 
@@ -122,9 +128,7 @@ class FastTextClassifier(gluon.HybridBlock):
 
     @property
     def all_labels_as_target(self) -> bool:
-        """Whether a document trains on its whole label set (fastText's `kAllLabelsAsTarget`,
-        used by ova) rather than on one label drawn from it (softmax, hs)."""
-        return self.loss_name == "ova"
+        return trains_on_all_labels(self.loss_name)
 
     def _scores(self, F, hidden, output_matrix):
         return F.FullyConnected(hidden, output_matrix, no_bias=True, num_hidden=self.num_labels)
