@@ -35,6 +35,31 @@ def run_cli(script: str, *args, input=None, timeout: float = 180) -> subprocess.
                                        done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
 
 
+def assert_clean_failure(done, *fragments) -> str:
+    """The run failed with exactly one `error:` line holding every fragment, and nothing else."""
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "MXNetError" not in done.stderr and "Stack trace" not in done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    stray = [line for line in lines if not line.startswith(("error:", "progress "))]
+    assert stray == [], done.stderr
+    assert done.stdout == "", done.stdout
+    return errors[0]
+
+
+def assert_nothing_written(model_dir: Path, cache_dir: Path = None):
+    """No checkpoint, no temporary checkpoint, no half-built corpus."""
+    if model_dir.exists():
+        assert not (model_dir / "checkpoint.npz").exists()
+        assert list(model_dir.glob(".tmp-*")) == []
+    if cache_dir is not None and cache_dir.exists():
+        assert list(cache_dir.glob(".building-*")) == []
+
+
 def first_case_in_dev_tier(cases):
     """Parameters for a test whose cases each run a command (about 1.5 s of MXNet start-up
     apiece): the first case runs in the development tier, the others are `slow` (the whole

@@ -8,34 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_SETTINGS, first_case_in_dev_tier, run_cli
+from conftest import (
+    TINY_SETTINGS,
+    assert_clean_failure,
+    assert_nothing_written,
+    first_case_in_dev_tier,
+    run_cli,
+)
 
 VALID_ROW = b'"1","Stocks rally","Shares rose on Wall Street."\n'
-
-
-def assert_clean_failure(done, *fragments) -> str:
-    """The run failed with exactly one `error:` line holding every fragment, and nothing else."""
-    assert done.returncode != 0, done.stdout
-    assert "Traceback" not in done.stderr, done.stderr
-    assert "MXNetError" not in done.stderr and "Stack trace" not in done.stderr, done.stderr
-    lines = done.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1, done.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    stray = [line for line in lines if not line.startswith(("error:", "progress "))]
-    assert stray == [], done.stderr
-    assert done.stdout == "", done.stdout
-    return errors[0]
-
-
-def assert_nothing_written(model_dir: Path, cache_dir: Path = None):
-    """No checkpoint, no temporary checkpoint, no half-built corpus."""
-    if model_dir.exists():
-        assert not (model_dir / "checkpoint.npz").exists()
-        assert list(model_dir.glob(".tmp-*")) == []
-    if cache_dir is not None and cache_dir.exists():
-        assert list(cache_dir.glob(".building-*")) == []
 
 
 def train(tmp_path, train_file, *extra, model_dir=None):

@@ -12,8 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-from test_bad_input import assert_clean_failure
+from conftest import assert_clean_failure, run_cli
 
 from fasttext_horovod.data_pipeline.datasets import DATASETS, DatasetSpec
 from fasttext_horovod.data_pipeline.download import download_dataset, extract_dataset, fetch

@@ -9,8 +9,7 @@ import struct
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import AG_NEWS, run_cli
-from test_bad_input import assert_clean_failure
+from conftest import AG_NEWS, assert_clean_failure, run_cli
 
 fasttext = pytest.importorskip("fasttext")
 

@@ -17,9 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import AG_NEWS, REPO, TINY_SETTINGS, first_case_in_dev_tier, run_cli
+from conftest import (
+    AG_NEWS,
+    REPO,
+    TINY_SETTINGS,
+    assert_clean_failure,
+    assert_nothing_written,
+    first_case_in_dev_tier,
+    run_cli,
+)
 from fuzzing import memory_cap
-from test_bad_input import assert_clean_failure, assert_nothing_written, checkpoint_bytes
+from test_bad_input import checkpoint_bytes
 
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.staging import building_dir, remove_abandoned_builds

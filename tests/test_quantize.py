@@ -9,9 +9,8 @@ from dataclasses import replace
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import AG_NEWS, run_cli
+from conftest import AG_NEWS, assert_clean_failure, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_bad_input import assert_clean_failure
 
 fasttext = pytest.importorskip("fasttext")
 

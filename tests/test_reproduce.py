@@ -6,8 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import AG_NEWS, run_cli
-from test_bad_input import assert_clean_failure
+from conftest import AG_NEWS, assert_clean_failure, run_cli
 
 from fasttext_horovod.data_pipeline.datasets import DATASETS
 from fasttext_horovod.data_pipeline.synthetic import write_synthetic_dataset
