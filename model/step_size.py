@@ -4,7 +4,7 @@ can decide before MXNet loads. The rules themselves are in `optimizers`.
 """
 from typing import Optional
 
-OPTIMIZERS = ("auto", "sgd", "adagrad")
+OPTIMIZERS = ("auto", "sgd", "adagrad", "rowmean")
 
 # lr x global batch sets how far a step moves (summed gradients: see model/optimizers.py). On AG
 # News softmax training diverges above this (lr .5 at 64 documents does, at 32 it does
@@ -19,14 +19,14 @@ LARGEST_SGD_GLOBAL_BATCH = 64
 # by bench/large_batch.py (one seed each). Debian at 1,024: lr 0.5 / 1 / 2 gave 0.739 / 0.745 /
 # 0.745; AG at 1,024: lr 0.5 / 1 gave 0.880 / 0.880. At 4,096 the corpora disagree: Debian
 # (10 epochs) lr 1 / 2 gave 0.715 / 0.728, AG lr 2 fell to 0.816 (0.876 at lr 0.5, 5 epochs).
-DEFAULT_LR = {"sgd": 0.1, "adagrad": 1.0}
+DEFAULT_LR = {"sgd": 0.1, "adagrad": 1.0, "rowmean": 4.0}
 
 
 def choose_optimizer(name: str, global_batch: int) -> str:
     """The rule a run uses: `name`, or for "auto" the one suited to `global_batch` documents a step."""
     if name != "auto":
         return name
-    return "sgd" if global_batch <= LARGEST_SGD_GLOBAL_BATCH else "adagrad"
+    return "sgd" if global_batch <= LARGEST_SGD_GLOBAL_BATCH else "rowmean"
 
 
 def default_batch_size(lr: float, world_size: int, largest: int = 64) -> int:
