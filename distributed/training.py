@@ -156,7 +156,8 @@ class Trainer:
         # Horovod: the global batch is size x --batch-size documents (the learning rate needs no scaling).
         self.global_batch_size = config.batch_size * world.size
         self.optimizer = build_optimizer(choose_optimizer(config.optimizer, self.global_batch_size),
-                                         self.dictionary.num_input_rows, self.model.output_matrix.shape, self.ctx)
+                                         self.dictionary.num_input_rows, self.model.output_matrix.shape, self.ctx,
+                                         self.global_batch_size)
         self.progress = Progress()
         self.validation = Validation(config.patience if config.early_stopping else None)
         self.valid_docs = self._validation_documents() if world.is_root else None

@@ -26,6 +26,7 @@ from typing import Dict
 import mxnet as mx
 import numpy as np
 
+from .step_size import row_mean_output_share
 from .tensors import to_device
 
 WARMUP = 0.1         # share of training (in tokens) over which RowAdagrad's rate rises from 0
@@ -144,14 +145,18 @@ class RowMeanSGD:
     gradients instead of the sum, so no row's step grows with the batch. The per-row
     document counts travel with the row gradients through the exchange as one more column
     (`row_message`), so ranks sum them with the gradients and N ranks x B see the counts of
-    one process x N*B. The output matrix, which every document touches, takes Adagrad.
+    one process x N*B. The output matrix, which every document touches, takes Adagrad at
+    `output_lr_share` of the rows' rate (`step_size.row_mean_output_share`: measured, the
+    output's best rate does not grow with the batch as the rows' does). One schedule for
+    both: warm-up over the first `WARMUP` of training, then linear decay.
     State: the output matrix's history alone; input rows have none.
     """
 
     name = "rowmean"
 
-    def __init__(self, output_shape, ctx: mx.Context):
+    def __init__(self, output_shape, ctx: mx.Context, output_lr_share: float = 1.0):
         self.output = OutputAdagrad(output_shape, ctx)
+        self.output_lr_share = output_lr_share
 
     def learning_rate(self, base_lr: float, progress: float) -> float:
         return warmup_then_decay_lr(base_lr, progress)
@@ -170,7 +175,7 @@ class RowMeanSGD:
             mean_grads = mx.nd.slice_axis(row_message, axis=1, begin=0, end=dim) / mx.nd.slice_axis(
                 row_message, axis=1, begin=dim, end=dim + 1)
             sparse_sgd_step(input_matrix, row_ids, mean_grads, lr)
-        self.output.step(output_matrix, output_grad, lr)
+        self.output.step(output_matrix, output_grad, self.output_lr_share * lr)
 
     def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
         return {"output_history": self.output.history.asnumpy()}
@@ -179,12 +184,13 @@ class RowMeanSGD:
         self.output.history[:] = mx.nd.array(arrays["output_history"], ctx=self.output.history.context)
 
 
-def build_optimizer(name: str, num_input_rows: int, output_shape, ctx: mx.Context):
-    """The rule `name` (`step_size.OPTIMIZERS`, "auto" resolved) with a fresh state on `ctx`."""
+def build_optimizer(name: str, num_input_rows: int, output_shape, ctx: mx.Context, global_batch: int):
+    """The rule `name` (`step_size.OPTIMIZERS`, "auto" resolved) for `global_batch` documents a
+    step, with a fresh state on `ctx`."""
     if name == SummedSGD.name:
         return SummedSGD()
     if name == RowAdagrad.name:
         return RowAdagrad(num_input_rows, output_shape, ctx)
     if name == RowMeanSGD.name:
-        return RowMeanSGD(output_shape, ctx)
+        return RowMeanSGD(output_shape, ctx, row_mean_output_share(global_batch))
     raise ValueError(f"unknown optimizer {name!r}")

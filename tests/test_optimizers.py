@@ -84,7 +84,7 @@ def test_row_adagrad_state_of_touched_rows_round_trips():
     apply(rule, np.zeros((ROWS, DIM), np.float32), np.zeros((LABELS, DIM), np.float32), ids,
           rng.normal(size=(3, DIM)).astype(np.float32), rng.normal(size=(LABELS, DIM)).astype(np.float32), lr=0.1)
     saved = rule.state_arrays(ids)
-    restored = build_optimizer("adagrad", ROWS, (LABELS, DIM), mx.cpu())
+    restored = build_optimizer("adagrad", ROWS, (LABELS, DIM), mx.cpu(), 1024)
     restored.load_state_arrays(ids, saved)
     np.testing.assert_array_equal(restored.row_history.asnumpy(), rule.row_history.asnumpy())
     np.testing.assert_array_equal(restored.output.history.asnumpy(), rule.output.history.asnumpy())
@@ -142,6 +142,6 @@ def test_row_mean_sgd_state_is_the_output_history_and_round_trips():
           rng.normal(size=(1, DIM)).astype(np.float32), rng.normal(size=(LABELS, DIM)).astype(np.float32), lr=0.1)
     saved = rule.state_arrays(np.array([9]))
     assert set(saved) == {"output_history"} and np.count_nonzero(saved["output_history"])
-    restored = build_optimizer("rowmean", ROWS, (LABELS, DIM), mx.cpu())
+    restored = build_optimizer("rowmean", ROWS, (LABELS, DIM), mx.cpu(), 1024)
     restored.load_state_arrays(np.array([9]), saved)
     np.testing.assert_array_equal(restored.output.history.asnumpy(), rule.output.history.asnumpy())
