@@ -29,7 +29,7 @@ DEFAULT_LR = {"sgd": 0.1, "adagrad": 1.0}
 # output rate -> validation accuracy): at 1,024, 2/2 0.797, 4/1 0.793, 4/2 0.798, 4/4 0.802,
 # 8/8 0.780; at 4,096 (10 epochs), 8/1 0.760, 8/2 0.760, 8/4 0.767, 8/8 0.736, 16/1 0.766,
 # 16/16 0.721. Row-wise Adagrad at 1,024, lr 1: 0.770.
-ROW_MEAN_LR = 4.0
+ROW_MEAN_LR = 2.0
 ROW_MEAN_BATCH = 1024
 
 
