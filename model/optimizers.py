@@ -1,6 +1,7 @@
-"""Update rules: fastText's summed SGD for small global batches, row-wise Adagrad for large ones.
+"""Update rules: fastText's summed SGD for small global batches; row-mean SGD (the default) or
+row-wise Adagrad for large ones.
 
-Both take what a step's exchange delivers: the *summed* gradients of the global batch's
+All take what a step's exchange delivers: the *summed* gradients of the global batch's
 documents for the input rows it touched (sorted unique ids, O(rows touched)) and for the
 dense output matrix. Which rule a run uses, and its default learning rate, is decided
 before MXNet loads (`step_size.choose_optimizer`).
@@ -11,6 +12,11 @@ per-example step of fastText whatever the batch (and, under Horovod, the number 
 ranks). It has no state besides progress, and it diverges once lr x global batch passes a
 few tens (`step_size.STABLE_LR_TIMES_BATCH`): with thousands of documents a step a row's
 summed gradient is thousands of per-example steps taken at once.
+
+`RowMeanSGD` keeps fastText's step for a row one document used and takes the mean, not the
+sum, for a row many used (see the class); it beats `RowAdagrad` on the Debian corpus at every
+batch measured (README, "Large batches"): Adagrad's per-row steps shrink as 1/sqrt(updates),
+and a large batch leaves few updates.
 
 `RowAdagrad` divides each step by the root of the gradient it has seen, so a step's
 size no longer grows with the batch: per input row one accumulator (MXNet's lazy
@@ -29,7 +35,7 @@ import numpy as np
 from .step_size import row_mean_output_share
 from .tensors import to_device
 
-WARMUP = 0.1         # share of training (in tokens) over which RowAdagrad's rate rises from 0
+WARMUP = 0.1         # share of training (in tokens) over which the large-batch rules' rate rises from 0
 _EPSILON = 1e-10     # inside the root for rows (MXNet's op), outside for the output matrix
 
 
