@@ -184,7 +184,8 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024, 4096, 8192])
     parser.add_argument("--optimizers", nargs="+", default=["sgd", "adagrad", "rowmean"])
     parser.add_argument("--lr", nargs="*", default=["sgd=0.25"], metavar="RULE=LR",
-                        help="learning rate per rule (default: sgd=0.25, the paper's; others: the rule's default for the batch)")
+                        help="learning rate per rule (default: sgd=0.25, the paper's; others: the rule's default "
+                             "for the batch)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epoch", type=int, default=5)
     parser.add_argument("--long-epoch", type=int, default=10, help="epochs from --long-from documents a step")
