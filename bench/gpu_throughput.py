@@ -4,7 +4,7 @@
     python bench/gpu_throughput.py                      # CPU smoke test on the bundled AG News sample
     horovodrun -np 4 ... is not needed here: one GPU, one process; README "Large batches" has the recipe
 
-Each batch size is one run of launch/train.py (one process, row-wise Adagrad, bigrams,
+Each batch size is one run of launch/train.py (one process, row-mean SGD, bigrams,
 dim 10, bucket 10M) for --epoch epochs on --train; its metrics give training examples/s
 over the steps (preprocessing and evaluation excluded). On the CPU the default batches
 are small and the run is a smoke test of the same code path, not a GPU number. Writes
@@ -22,7 +22,7 @@ from fasttext_horovod.launch.common import describe_hardware
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
 SAMPLE = os.path.join(REPO, "samples", "ag_news_mini", "train.csv")
-SETTINGS = ("--dim", "10", "--word-ngrams", "2", "--bucket", "10000000", "--optimizer", "adagrad",
+SETTINGS = ("--dim", "10", "--word-ngrams", "2", "--bucket", "10000000", "--optimizer", "rowmean",
             "--log-every", "1000000")
 
 

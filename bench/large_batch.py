@@ -2,7 +2,7 @@
 
     python bench/large_batch.py                                            # the bundled AG News sample
     python bench/large_batch.py --data /work/shared/data/debian_packages --seeds 2
-    python bench/large_batch.py --batches 1024 --optimizers adagrad --lr adagrad=2
+    python bench/large_batch.py --batches 1024 --optimizers rowmean --lr rowmean=4
 
 For each corpus (a directory with train.csv, test.csv, classes.txt) and each global batch
 and rule (`--optimizer`), launch/train.py trains one process with --batch-size = the global
@@ -182,9 +182,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", help="corpus directory (repeatable; default: the AG sample)")
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024, 4096, 8192])
-    parser.add_argument("--optimizers", nargs="+", default=["sgd", "adagrad"])
+    parser.add_argument("--optimizers", nargs="+", default=["sgd", "adagrad", "rowmean"])
     parser.add_argument("--lr", nargs="*", default=["sgd=0.25"], metavar="RULE=LR",
-                        help="learning rate per rule (default: sgd=0.25, the paper's; others: the rule's default for the batch)")
+                        help="learning rate per rule (default: sgd=0.25, the paper's; others: the rule's default "
+                             "for the batch)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epoch", type=int, default=5)
     parser.add_argument("--long-epoch", type=int, default=10, help="epochs from --long-from documents a step")

@@ -4,7 +4,8 @@ A batch never touches the full input matrix: its documents' rows are remapped to
 sorted unique ids they use (`np.unique(..., return_inverse=True)`), and the bag mean is a
 CSR matrix (documents x unique rows) whose entries sum to count / document length. The model
 gathers just those rows, and the same (unique ids, row gradients) pair is what gets
-updated and, under Horovod, exchanged.
+updated and, under Horovod, exchanged. Each unique row also carries how many of the batch's
+documents used it, which large-batch update rules normalise by (model/optimizers.py).
 """
 from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Sequence
@@ -23,6 +24,7 @@ class Batch:
     bag_indptr: np.ndarray     # CSR row pointers, int64, len = num_docs + 1
     targets: np.ndarray        # int32: (num_docs,) label id trained on, or (num_docs, width) label sets
     num_tokens: int            # fastText tokens in these documents (drives lr decay)
+    row_doc_counts: np.ndarray  # (U,) int64, documents using each unique row (a repeat in one counts once)
 
     @property
     def num_docs(self) -> int:
@@ -51,11 +53,32 @@ def make_batch(rows: np.ndarray, lengths: np.ndarray, targets: np.ndarray, num_t
     indptr = offsets_of(lengths)
     if not len(rows):
         return Batch(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64),
-                     indptr, targets.astype(np.int32), int(num_tokens))
-    unique_ids, columns = np.unique(rows, return_inverse=True)
+                     indptr, targets.astype(np.int32), int(num_tokens), np.zeros(0, dtype=np.int64))
+    unique_ids, columns, doc_counts = unique_rows_and_document_counts(rows, lengths)
     weights = np.repeat((1.0 / np.maximum(lengths, 1)).astype(np.float32), lengths)
-    return Batch(unique_ids.astype(np.int64), weights, columns.astype(np.int64), indptr, targets.astype(np.int32),
-                 int(num_tokens))
+    return Batch(unique_ids, weights, columns, indptr, targets.astype(np.int32), int(num_tokens), doc_counts)
+
+
+def unique_rows_and_document_counts(rows: np.ndarray, lengths: np.ndarray):
+    """(sorted unique rows, each row's index among them, per unique row the documents using it).
+
+    `np.unique(rows, return_inverse=True)` done by hand with a *stable* sort: equal rows then
+    stay in document order, so counting documents rather than occurrences is one comparison
+    of neighbours, not a second sort of (document, row) pairs (it costs ~15% over np.unique).
+    """
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    starts_row = np.empty(len(rows), dtype=bool)
+    starts_row[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts_row[1:])
+    column_of_ordered = np.cumsum(starts_row) - 1
+    columns = np.empty(len(rows), dtype=np.int64)
+    columns[order] = column_of_ordered
+    document = np.repeat(np.arange(len(lengths)), lengths)[order]
+    starts_pair = starts_row.copy()
+    starts_pair[1:] |= document[1:] != document[:-1]
+    doc_counts = np.bincount(column_of_ordered[starts_pair], minlength=int(column_of_ordered[-1]) + 1)
+    return ordered[starts_row].astype(np.int64), columns, doc_counts.astype(np.int64)
 
 
 class BatchStream:

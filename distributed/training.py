@@ -6,7 +6,7 @@ identity. Read top to bottom, it is fastText's `trainThread` in mini-batches.
 N ranks. The global batch is N x --batch-size documents, and the batches depend only on
 it (see `BatchStream`), so N ranks with --batch-size B train exactly as one process with
 --batch-size N*B. The update rule (fastText's summed SGD for small global batches,
-row-wise Adagrad for large ones: model/optimizers.py) sees the global batch's summed
+row-mean SGD for large ones: model/optimizers.py) sees the global batch's summed
 gradients, so the learning rate needs no scaling with N; every rank learns the step's
 global token count from the exchange and applies the same rate.
 """
@@ -169,7 +169,8 @@ class Trainer:
         # Rows any update wrote; checkpoints store these, the rest is the seeded init.
         self.touched = np.zeros(self.dictionary.num_input_rows, dtype=bool)
         self.optimizer = build_optimizer(choose_optimizer(config.optimizer, self.global_batch_size),
-                                         self.dictionary.num_input_rows, self.model.output_matrix.shape, self.ctx)
+                                         self.dictionary.num_input_rows, self.model.output_matrix.shape, self.ctx,
+                                         self.global_batch_size)
         self.progress = Progress()
         self.validation = Validation(config.patience if config.early_stopping else None)
         self.valid_docs = self._validation_documents() if world.is_root else None
@@ -273,7 +274,8 @@ class Trainer:
         if not batch.num_docs:  # under Horovod a rank's share of a small global batch can be empty
             # mx.nd.zeros rejects a zero-length dimension; an array from numpy does not.
             no_rows = mx.nd.array(np.zeros((0, self.config.dim), dtype=np.float32), ctx=ctx)
-            return mx.nd.zeros(1, ctx=ctx), no_rows, mx.nd.zeros(model.output_matrix.shape, ctx=ctx)
+            return (mx.nd.zeros(1, ctx=ctx), self.optimizer.row_message(no_rows, batch.row_doc_counts),
+                    mx.nd.zeros(model.output_matrix.shape, ctx=ctx))
         ids, bag, targets = batch_tensors(batch, ctx)
         rows = model.gather_rows(ids)
         rows.attach_grad(stype="row_sparse")
@@ -281,7 +283,8 @@ class Trainer:
             loss = model(bag, rows, targets)
         loss.backward()
         # Every batch column is used, so the row-sparse gradient holds all U rows in order.
-        return loss, rows.grad.data, model.output_matrix.grad(ctx)
+        # The rule decides what travels per row beside the gradient (row-mean SGD: document counts).
+        return loss, self.optimizer.row_message(rows.grad.data, batch.row_doc_counts), model.output_matrix.grad(ctx)
 
     def _apply(self, row_ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
         self.optimizer.apply(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads,

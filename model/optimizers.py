@@ -1,6 +1,7 @@
-"""Update rules: fastText's summed SGD for small global batches, row-wise Adagrad for large ones.
+"""Update rules: fastText's summed SGD for small global batches; row-mean SGD (the default) or
+row-wise Adagrad for large ones.
 
-Both take what a step's exchange delivers: the *summed* gradients of the global batch's
+All take what a step's exchange delivers: the *summed* gradients of the global batch's
 documents for the input rows it touched (sorted unique ids, O(rows touched)) and for the
 dense output matrix. Which rule a run uses, and its default learning rate, is decided
 before MXNet loads (`step_size.choose_optimizer`).
@@ -11,6 +12,11 @@ per-example step of fastText whatever the batch (and, under Horovod, the number 
 ranks). It has no state besides progress, and it diverges once lr x global batch passes a
 few tens (`step_size.STABLE_LR_TIMES_BATCH`): with thousands of documents a step a row's
 summed gradient is thousands of per-example steps taken at once.
+
+`RowMeanSGD` keeps fastText's step for a row one document used and takes the mean, not the
+sum, for a row many used (see the class); it beats `RowAdagrad` on the Debian corpus at every
+batch measured (README, "Large batches"): Adagrad's per-row steps shrink as 1/sqrt(updates),
+and a large batch leaves few updates.
 
 `RowAdagrad` divides each step by the root of the gradient it has seen, so a step's
 size no longer grows with the batch: per input row one accumulator (MXNet's lazy
@@ -26,7 +32,10 @@ from typing import Dict
 import mxnet as mx
 import numpy as np
 
-WARMUP = 0.1         # share of training (in tokens) over which RowAdagrad's rate rises from 0
+from .step_size import row_mean_output_share
+from .tensors import to_device
+
+WARMUP = 0.1         # share of training (in tokens) over which the large-batch rules' rate rises from 0
 _EPSILON = 1e-10     # inside the root for rows (MXNet's op), outside for the output matrix
 
 
@@ -70,6 +79,10 @@ class SummedSGD:
             sparse_sgd_step(input_matrix, row_ids, row_grads, lr)
         dense_sgd_step(output_matrix, output_grad, lr)
 
+    def row_message(self, row_grads: mx.nd.NDArray, doc_counts: np.ndarray) -> mx.nd.NDArray:
+        """What the exchange sums per touched row: the gradients alone."""
+        return row_grads
+
     def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
         return {}
 
@@ -77,22 +90,37 @@ class SummedSGD:
         """Nothing to restore: SGD's only state is progress, which the checkpoint records."""
 
 
+class OutputAdagrad:
+    """Adagrad on the dense output matrix, one accumulator per coordinate (MXNet has no
+    dense Adagrad op, so four NDArray ops); epsilon outside the root."""
+
+    def __init__(self, shape, ctx: mx.Context):
+        self.history = mx.nd.zeros(shape, ctx=ctx)
+
+    def step(self, weight: mx.nd.NDArray, grad: mx.nd.NDArray, lr: float):
+        self.history += mx.nd.square(grad)
+        weight -= lr * grad / (mx.nd.sqrt(self.history) + _EPSILON)
+
+
 class RowAdagrad:
     """Row-wise Adagrad on the input rows a step touched, Adagrad on the output matrix.
 
-    State: `row_history` (input rows, 1) and `output_history` (output matrix's shape), zero
-    at the start; a row's history changes only in steps that touch it, so a checkpoint
-    stores it for the touched rows alone (`state_arrays`).
+    State: `row_history` (input rows, 1) and the output matrix's history, zero at the
+    start; a row's history changes only in steps that touch it, so a checkpoint stores it
+    for the touched rows alone (`state_arrays`).
     """
 
     name = "adagrad"
 
     def __init__(self, num_input_rows: int, output_shape, ctx: mx.Context):
         self.row_history = mx.nd.zeros((num_input_rows, 1), ctx=ctx)
-        self.output_history = mx.nd.zeros(output_shape, ctx=ctx)
+        self.output = OutputAdagrad(output_shape, ctx)
 
     def learning_rate(self, base_lr: float, progress: float) -> float:
         return warmup_then_decay_lr(base_lr, progress)
+
+    def row_message(self, row_grads: mx.nd.NDArray, doc_counts: np.ndarray) -> mx.nd.NDArray:
+        return row_grads
 
     def apply(self, input_matrix: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_grads: mx.nd.NDArray,
               output_matrix: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
@@ -101,14 +129,13 @@ class RowAdagrad:
                                                  ctx=input_matrix.context)
             mx.nd.contrib.group_adagrad_update(input_matrix, grad, self.row_history, lr=lr, epsilon=_EPSILON,
                                                out=input_matrix)
-        self.output_history += mx.nd.square(output_grad)
-        output_matrix -= lr * output_grad / (mx.nd.sqrt(self.output_history) + _EPSILON)
+        self.output.step(output_matrix, output_grad, lr)
 
     def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
         """The history of `row_ids` (a checkpoint's input rows) and the whole output history."""
         ids = mx.nd.array(row_ids, dtype=np.int64, ctx=self.row_history.context)
         return {"row_history": mx.nd.take(self.row_history, ids).asnumpy(),
-                "output_history": self.output_history.asnumpy()}
+                "output_history": self.output.history.asnumpy()}
 
     def load_state_arrays(self, row_ids: np.ndarray, arrays: Dict[str, np.ndarray]):
         """Inverse of `state_arrays` on a zero state; other rows keep their (zero) history."""
@@ -116,13 +143,64 @@ class RowAdagrad:
         if len(row_ids):
             self.row_history[mx.nd.array(row_ids, dtype=np.int64, ctx=ctx)] = mx.nd.array(arrays["row_history"],
                                                                                           ctx=ctx)
-        self.output_history[:] = mx.nd.array(arrays["output_history"], ctx=ctx)
+        self.output.history[:] = mx.nd.array(arrays["output_history"], ctx=ctx)
 
 
-def build_optimizer(name: str, num_input_rows: int, output_shape, ctx: mx.Context):
-    """The rule `name` (`step_size.OPTIMIZERS`, "auto" resolved) with a fresh state on `ctx`."""
+class RowMeanSGD:
+    """fastText's SGD on each touched input row's *mean* gradient over the documents that
+    used it, Adagrad on the output matrix.
+
+    A row one document of the step used moves exactly as fastText moves it for that
+    example (`lr x` its gradient); a row many documents used moves by the mean of their
+    gradients instead of the sum, so no row's step grows with the batch. The per-row
+    document counts travel with the row gradients through the exchange as one more column
+    (`row_message`), so ranks sum them with the gradients and N ranks x B see the counts of
+    one process x N*B. The output matrix, which every document touches, takes Adagrad at
+    `output_lr_share` of the rows' rate (`step_size.row_mean_output_share`: measured, the
+    output's best rate does not grow with the batch as the rows' does). One schedule for
+    both: warm-up over the first `WARMUP` of training, then linear decay.
+    State: the output matrix's history alone; input rows have none.
+    """
+
+    name = "rowmean"
+
+    def __init__(self, output_shape, ctx: mx.Context, output_lr_share: float = 1.0):
+        self.output = OutputAdagrad(output_shape, ctx)
+        self.output_lr_share = output_lr_share
+
+    def learning_rate(self, base_lr: float, progress: float) -> float:
+        return warmup_then_decay_lr(base_lr, progress)
+
+    def row_message(self, row_grads: mx.nd.NDArray, doc_counts: np.ndarray) -> mx.nd.NDArray:
+        """(U, dim + 1): the rows' summed gradients, then how many documents used each."""
+        counts = to_device(doc_counts.astype(np.float32)[:, None], row_grads.context)
+        if not len(doc_counts):  # MXNet's concat rejects zero-length inputs
+            return mx.nd.array(np.zeros((0, row_grads.shape[1] + 1), dtype=np.float32), ctx=row_grads.context)
+        return mx.nd.concat(row_grads, counts, dim=1)
+
+    def apply(self, input_matrix: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_message: mx.nd.NDArray,
+              output_matrix: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
+        if len(row_ids):
+            dim = input_matrix.shape[1]
+            mean_grads = mx.nd.slice_axis(row_message, axis=1, begin=0, end=dim) / mx.nd.slice_axis(
+                row_message, axis=1, begin=dim, end=dim + 1)
+            sparse_sgd_step(input_matrix, row_ids, mean_grads, lr)
+        self.output.step(output_matrix, output_grad, self.output_lr_share * lr)
+
+    def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
+        return {"output_history": self.output.history.asnumpy()}
+
+    def load_state_arrays(self, row_ids: np.ndarray, arrays: Dict[str, np.ndarray]):
+        self.output.history[:] = mx.nd.array(arrays["output_history"], ctx=self.output.history.context)
+
+
+def build_optimizer(name: str, num_input_rows: int, output_shape, ctx: mx.Context, global_batch: int):
+    """The rule `name` (`step_size.OPTIMIZERS`, "auto" resolved) for `global_batch` documents a
+    step, with a fresh state on `ctx`."""
     if name == SummedSGD.name:
         return SummedSGD()
     if name == RowAdagrad.name:
         return RowAdagrad(num_input_rows, output_shape, ctx)
+    if name == RowMeanSGD.name:
+        return RowMeanSGD(output_shape, ctx, row_mean_output_share(global_batch))
     raise ValueError(f"unknown optimizer {name!r}")

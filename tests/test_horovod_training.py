@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import AG_NEWS, write_sample
 from fasttext_horovod.model.checkpoint import load_checkpoint
+from fasttext_horovod.model.step_size import default_lr
 from horovod_jobs import CONTROLLERS, TRAIN_SETTINGS, assert_same_weights, run, train_command
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -121,23 +122,29 @@ def test_world_is_on_the_dashboard_and_the_layout_has_the_scaling_charts(runs):
         "bytes per step: sparse exchange vs dense all-reduce"]
 
 
-def test_two_ranks_at_a_large_global_batch_train_adagrad_as_one_process(tmp_path):
-    """Global batch 1,024 (auto: row-wise Adagrad): 2 ranks x 512 end with 1 process x 1,024's weights and state."""
-    single = train(tmp_path, "none", 1, 1024)
-    ranks = train(tmp_path, "gloo", 2, 512)
-    assert_same_weights(ranks, single)
+@pytest.mark.parametrize("optimizer, lr, state", [("auto", default_lr("auto", 1024), ("output_history",)),
+                                                   ("adagrad", 0.25, ("row_history", "output_history"))])
+def test_two_ranks_at_a_large_global_batch_train_as_one_process(tmp_path, optimizer, lr, state):
+    """Global batch 1,024 (auto: row-mean SGD at its default rate, whose per-row document counts the
+    ranks sum; or row-wise Adagrad): 2 ranks x 512 end with 1 process x 1,024's weights and state."""
+    extra = ("--optimizer", optimizer, "--lr", str(lr))
+    single = train(tmp_path, "none", 1, 1024, *extra)
+    ranks = train(tmp_path, "gloo", 2, 512, *extra)
+    assert_same_weights(ranks, single, rtol=1e-5)
     (single_state, single_meta), (ranks_state, ranks_meta) = (load_checkpoint(str(d / "checkpoint.npz"))
                                                               for d in (single, ranks))
-    assert single_meta["optimizer"] == ranks_meta["optimizer"] == "adagrad"
-    for name in ("row_history", "output_history"):
+    assert single_meta["optimizer"] == ranks_meta["optimizer"] == ("rowmean" if optimizer == "auto" else optimizer)
+    for name in state:
         np.testing.assert_allclose(ranks_state[name], single_state[name], rtol=1e-4, err_msg=name)
     assert metrics(single)["accuracy"] > 0.8
 
 
-def test_ranks_with_empty_shares_of_a_step_still_match_one_process(tmp_path):
-    """Global batch 2 over 3 shards: in some steps all documents are rank 0's, rank 1 sends no rows."""
+@pytest.mark.parametrize("optimizer", ["sgd", "rowmean"])
+def test_ranks_with_empty_shares_of_a_step_still_match_one_process(tmp_path, optimizer):
+    """Global batch 2 over 3 shards: in some steps all documents are rank 0's, rank 1 sends no rows
+    (row-mean SGD: no rows and no document counts)."""
     data = write_sample(tmp_path / "data", 300, 100)
-    extra = ("--num-shards", "3", "--epoch", "1")
+    extra = ("--num-shards", "3", "--epoch", "1", "--optimizer", optimizer)
     single = train(tmp_path, "none", 1, 2, *extra, data=data)
     ranks = train(tmp_path, "gloo", 2, 1, *extra, data=data)
     assert_same_weights(ranks, single)

@@ -1,9 +1,9 @@
-"""Update rules: which one a global batch gets, and what row-wise Adagrad writes (and does not)."""
+"""Update rules: which one a global batch gets, and what row-wise Adagrad and row-mean SGD write (and do not)."""
 import mxnet as mx
 import numpy as np
 import pytest
 
-from fasttext_horovod.model.optimizers import RowAdagrad, SummedSGD, build_optimizer, warmup_then_decay_lr
+from fasttext_horovod.model.optimizers import RowAdagrad, RowMeanSGD, SummedSGD, build_optimizer, warmup_then_decay_lr
 from fasttext_horovod.model.step_size import LARGEST_SGD_GLOBAL_BATCH, choose_optimizer, default_lr
 
 ROWS, DIM, LABELS = 1000, 4, 3
@@ -17,22 +17,25 @@ def adagrad_reference(weight, history, ids, grads, lr):
     return weight, history
 
 
-def apply(rule, weight, output, ids, grads, output_grad, lr):
+def apply(rule, weight, output, ids, grads, output_grad, lr, doc_counts=None):
+    """One step of `rule` on numpy arrays; `doc_counts` (per row, default 1) go into the rule's row message."""
     input_matrix, output_matrix = mx.nd.array(weight), mx.nd.array(output)
-    rule.apply(input_matrix, mx.nd.array(ids, dtype=np.int64), mx.nd.array(grads), output_matrix,
-               mx.nd.array(output_grad), lr)
+    counts = np.ones(len(ids), dtype=np.int64) if doc_counts is None else np.asarray(doc_counts)
+    rule.apply(input_matrix, mx.nd.array(ids, dtype=np.int64), rule.row_message(mx.nd.array(grads), counts),
+               output_matrix, mx.nd.array(output_grad), lr)
     return input_matrix.asnumpy(), output_matrix.asnumpy()
 
 
-def test_auto_keeps_fasttext_sgd_for_small_global_batches_and_adagrad_above():
+def test_auto_keeps_fasttext_sgd_for_small_global_batches_and_row_mean_sgd_above():
     assert choose_optimizer("auto", LARGEST_SGD_GLOBAL_BATCH) == "sgd"
-    assert choose_optimizer("auto", LARGEST_SGD_GLOBAL_BATCH + 1) == "adagrad"
+    assert choose_optimizer("auto", LARGEST_SGD_GLOBAL_BATCH + 1) == "rowmean"
     assert choose_optimizer("sgd", 8192) == "sgd" and choose_optimizer("adagrad", 8) == "adagrad"
 
 
-def test_default_lr_follows_the_rule():
+def test_default_lr_follows_the_rule_and_the_batch():
     assert default_lr("auto", 64) == 0.1 and default_lr("auto", 64, sgd_lr=0.5) == 0.5
-    assert default_lr("auto", 1024, sgd_lr=0.5) == default_lr("adagrad", 64) != 0.5
+    assert default_lr("auto", 1024, sgd_lr=0.5) == default_lr("rowmean", 1024) != 0.5
+    assert default_lr("rowmean", 4096) > default_lr("rowmean", 1024) > 0
 
 
 def test_adagrad_rate_warms_up_then_decays_to_zero():
@@ -81,10 +84,10 @@ def test_row_adagrad_state_of_touched_rows_round_trips():
     apply(rule, np.zeros((ROWS, DIM), np.float32), np.zeros((LABELS, DIM), np.float32), ids,
           rng.normal(size=(3, DIM)).astype(np.float32), rng.normal(size=(LABELS, DIM)).astype(np.float32), lr=0.1)
     saved = rule.state_arrays(ids)
-    restored = build_optimizer("adagrad", ROWS, (LABELS, DIM), mx.cpu())
+    restored = build_optimizer("adagrad", ROWS, (LABELS, DIM), mx.cpu(), 1024)
     restored.load_state_arrays(ids, saved)
     np.testing.assert_array_equal(restored.row_history.asnumpy(), rule.row_history.asnumpy())
-    np.testing.assert_array_equal(restored.output_history.asnumpy(), rule.output_history.asnumpy())
+    np.testing.assert_array_equal(restored.output.history.asnumpy(), rule.output.history.asnumpy())
 
 
 def test_summed_sgd_is_plain_sgd_on_the_touched_rows():
@@ -96,3 +99,49 @@ def test_summed_sgd_is_plain_sgd_on_the_touched_rows():
     expected = weight.copy()
     expected[ids] -= 0.25 * grads
     np.testing.assert_allclose(new_weight, expected, rtol=1e-6)
+
+
+def test_row_mean_sgd_moves_a_row_by_the_mean_of_its_documents_gradients():
+    """A row one document used takes fastText's per-example step; one that 4 documents used, their mean."""
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(ROWS, DIM)).astype(np.float32)
+    ids, grads, docs = np.array([4, 70]), rng.normal(size=(2, DIM)).astype(np.float32), np.array([1, 4])
+    new_weight, _ = apply(RowMeanSGD((LABELS, DIM), mx.cpu()), weight, np.zeros((LABELS, DIM), np.float32), ids,
+                          grads, np.zeros((LABELS, DIM), np.float32), lr=0.5, doc_counts=docs)
+    expected = weight.copy()
+    expected[ids] -= 0.5 * grads / docs[:, None]
+    np.testing.assert_allclose(new_weight, expected, rtol=1e-6)
+
+
+def test_row_mean_sgd_step_does_not_grow_with_the_batch_and_output_takes_adagrad():
+    """1,000 documents with one gradient move a row and the output matrix as far as one document does."""
+    grads, output_grad = np.full((1, DIM), 0.01, np.float32), np.full((LABELS, DIM), 0.02, np.float32)
+    moved = []
+    for docs in (1, 1000):
+        weight, output = apply(RowMeanSGD((LABELS, DIM), mx.cpu()), np.zeros((ROWS, DIM), np.float32),
+                               np.zeros((LABELS, DIM), np.float32), np.array([5]), docs * grads, docs * output_grad,
+                               lr=0.5, doc_counts=[docs])
+        moved.append((weight[5], output))
+    np.testing.assert_allclose(moved[0][0], moved[1][0], rtol=1e-6)
+    np.testing.assert_allclose(moved[0][0], -0.005, rtol=1e-5)
+    np.testing.assert_allclose(moved[0][1], moved[1][1], rtol=1e-5)
+    np.testing.assert_allclose(moved[0][1], -0.5, rtol=1e-5)  # Adagrad's first step: lr x sign
+
+
+def test_row_mean_sgd_sends_counts_as_one_more_column_even_for_an_empty_share():
+    rule = RowMeanSGD((LABELS, DIM), mx.cpu())
+    message = rule.row_message(mx.nd.ones((3, DIM)), np.array([2, 1, 7]))
+    np.testing.assert_array_equal(message.asnumpy()[:, DIM], [2, 1, 7])
+    assert rule.row_message(mx.nd.array(np.zeros((0, DIM), np.float32)), np.zeros(0, np.int64)).shape == (0, DIM + 1)
+
+
+def test_row_mean_sgd_state_is_the_output_history_and_round_trips():
+    rng = np.random.default_rng(4)
+    rule = RowMeanSGD((LABELS, DIM), mx.cpu())
+    apply(rule, np.zeros((ROWS, DIM), np.float32), np.zeros((LABELS, DIM), np.float32), np.array([9]),
+          rng.normal(size=(1, DIM)).astype(np.float32), rng.normal(size=(LABELS, DIM)).astype(np.float32), lr=0.1)
+    saved = rule.state_arrays(np.array([9]))
+    assert set(saved) == {"output_history"} and np.count_nonzero(saved["output_history"])
+    restored = build_optimizer("rowmean", ROWS, (LABELS, DIM), mx.cpu(), 1024)
+    restored.load_state_arrays(np.array([9]), saved)
+    np.testing.assert_array_equal(restored.output.history.asnumpy(), rule.output.history.asnumpy())

@@ -40,7 +40,10 @@ def stop_mid_run(command, model_dir):
     return meta
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+OPTIMIZER_STATE = {"sgd": (), "adagrad": ("row_history", "output_history"), "rowmean": ("output_history",)}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZER_STATE))
 def test_resume_gives_same_weights(tmp_path, tiny_data_dir, optimizer):
     """SIGTERM mid-run saves a checkpoint at the step boundary; --resume then matches bit for bit,
     optimizer state included."""
@@ -56,18 +59,18 @@ def test_resume_gives_same_weights(tmp_path, tiny_data_dir, optimizer):
     resumed, resumed_meta = checkpoint(stopped)
     assert resumed_meta["finished"] and resumed_meta["progress"] == expected_meta["progress"]
     assert resumed_meta["optimizer"] == expected_meta["optimizer"] == optimizer
-    state = ("row_history", "output_history") if optimizer == "adagrad" else ()
-    for name in ("input_rows", "input_values", "output_matrix", *state):
+    for name in ("input_rows", "input_values", "output_matrix", *OPTIMIZER_STATE[optimizer]):
         np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
 
 
 @pytest.mark.horovod
-def test_adagrad_resumed_on_two_ranks_continues_the_one_process_run(tmp_path, tiny_data_dir):
-    """Stopped as one process x 8 documents, resumed as 2 ranks x 4: rank 0's Adagrad state reaches
+@pytest.mark.parametrize("optimizer", ["adagrad", "rowmean"])
+def test_resumed_on_two_ranks_continues_the_one_process_run(tmp_path, tiny_data_dir, optimizer):
+    """Stopped as one process x 8 documents, resumed as 2 ranks x 4: rank 0's optimizer state reaches
     rank 1, and the run ends where the unstopped one does (to float rounding: ranks sum in another order)."""
     cache = tmp_path / "cache"
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    extra = ("--optimizer", "adagrad")
+    extra = ("--optimizer", optimizer)
     subprocess.run(train_command(tiny_data_dir, whole, cache, *extra), check=True, capture_output=True, cwd=REPO)
     stop_mid_run(train_command(tiny_data_dir, stopped, cache, *extra), stopped)
     resume = train_command(tiny_data_dir, stopped, cache, *extra, "--resume")
@@ -76,7 +79,7 @@ def test_adagrad_resumed_on_two_ranks_continues_the_one_process_run(tmp_path, ti
     assert done.returncode == 0, done.stdout + done.stderr
     assert checkpoint(stopped)[1]["finished"] and checkpoint(stopped)[1]["world_size"] == 2
     assert_same_weights(stopped, whole)
-    for name in ("row_history", "output_history"):
+    for name in OPTIMIZER_STATE[optimizer]:
         np.testing.assert_allclose(checkpoint(stopped)[0][name], checkpoint(whole)[0][name], rtol=1e-4)
 
 
@@ -92,3 +95,18 @@ def test_resume_refuses_changed_settings(tmp_path, tiny_data_dir):
     assert done.returncode != 0
     assert "--lr 0.25 (was) vs 0.5" in done.stderr and "Traceback" not in done.stderr
     assert (model_dir / "checkpoint.npz").read_bytes() == before
+
+
+@pytest.mark.parametrize("optimizer", ["rowmean"])
+def test_the_same_seed_trains_the_same_model_and_another_seed_does_not(tmp_path, tiny_data_dir, optimizer):
+    """Large-batch rules are deterministic with --seed: two fresh runs agree bit for bit."""
+    cache = tmp_path / "cache"
+    runs = {}
+    for name, seed in (("first", "3"), ("again", "3"), ("other", "4")):
+        command = train_command(tiny_data_dir, tmp_path / name, cache, "--optimizer", optimizer)
+        command[command.index("--epoch") + 1], command[command.index("--seed") + 1] = "2", seed
+        subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+        runs[name] = checkpoint(tmp_path / name)[0]
+    for name in ("input_values", "output_matrix", *OPTIMIZER_STATE[optimizer]):
+        np.testing.assert_array_equal(runs["again"][name], runs["first"][name], err_msg=name)
+    assert not np.array_equal(runs["other"]["output_matrix"], runs["first"]["output_matrix"])

@@ -183,3 +183,13 @@ def test_make_batch_rows_sum_to_one_and_give_the_dense_bag_mean():
     dense = np.stack([table[rows].mean(axis=0) for rows in docs])
     np.testing.assert_allclose(bag @ table[batch.unique_ids], dense, rtol=1e-5, atol=1e-6)
     assert bag[0, 1] == pytest.approx(0.75) and bag[2, 3] == pytest.approx(3 / 7)
+
+
+def test_make_batch_counts_the_documents_using_each_row_not_its_occurrences():
+    """What row-mean SGD divides by: a row used three times in one document counts once."""
+    rng = np.random.default_rng(1)
+    docs = [rng.integers(0, 30, size=n) for n in rng.integers(0, 25, size=40)]
+    batch = make_batch(np.concatenate(docs), np.array([len(d) for d in docs]), np.zeros(len(docs)), num_tokens=0)
+    expected = [sum(row in d for d in docs) for row in batch.unique_ids]
+    assert batch.row_doc_counts.tolist() == expected
+    assert batch.unique_ids.tolist() == sorted(set(np.concatenate(docs).tolist()))
