@@ -19,11 +19,10 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .dictionary import Dictionary, EncodedLines, TokenIndex, TokenTable
+from .dictionary import Dictionary, EncodedLines, TokenTable, table_of_ids
 from .errors import InputError
-from .file_pieces import piece_lines, record_pieces, tokenize_piece
 from .ragged import gather_rows, offsets_of
-from .readers import check_readable_file
+from .readers import EOS, check_readable_file
 from .staging import building_dir, remove_abandoned_builds
 from .vectors import add_pretrained_words
 from .worker_pool import ordered_map, usable_cores
@@ -245,15 +244,18 @@ def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
 class _SpilledCorpus:
     """Pass 1's result: the distinct tokens and every record's tokens as positions into them, on disk."""
 
-    index: TokenIndex
-    hashes: np.ndarray    # int32 hash of each distinct token
+    index: "CorpusTokens"  # the distinct tokens and their hashes
     counts: np.ndarray    # occurrences of each distinct token, all records
     lengths: np.ndarray   # int32 tokens per record
     spill: str            # int32 positions of every record's tokens, concatenated
 
 
 def _spill_tokens(train_path, num_classes, spill: str, on_progress, workers: int) -> _SpilledCorpus:
-    index, hashes, counts, lengths = TokenIndex(), [], np.zeros(0, dtype=np.int64), []
+    # Imported here, not at the top: numba's import costs a second, and only building a corpus needs it
+    # (workers fork after it, so they inherit the compiled kernels).
+    from .distinct_tokens import CorpusTokens
+    from .file_pieces import piece_lines, record_pieces, tokenize_piece
+    index, counts, lengths = CorpusTokens(), np.zeros(0, dtype=np.int64), []
 
     def worker_died(piece):
         first, last = piece_lines(piece)
@@ -262,17 +264,14 @@ def _spill_tokens(train_path, num_classes, spill: str, on_progress, workers: int
             ordered_map(tokenize_piece, record_pieces(train_path, _PIECE_BYTES, num_classes), workers,
                         2 * workers + 1, worker_died) as pieces:
         for piece in pieces:
-            where, new = index.add_distinct(piece.tokens)
-            hashes.append(piece.hashes[new])
-            positions = where.astype(np.int32)[piece.positions]
+            positions = index.add(piece.tokens)[piece.tokens.positions]
             positions.tofile(out)
-            counts = np.concatenate([counts, np.zeros(len(new), dtype=np.int64)])
+            counts = np.concatenate([counts, np.zeros(index.count - len(counts), dtype=np.int64)])
             counts += np.bincount(positions, minlength=len(counts))
-            lengths.append(piece.lengths)
+            lengths.append(piece.tokens.lengths)
             if on_progress:
-                on_progress(piece.num_records, piece.num_bytes)
-    return _SpilledCorpus(index, np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.int32), counts,
-                          np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32), spill)
+                on_progress(len(piece.tokens.lengths), piece.num_bytes)
+    return _SpilledCorpus(index, counts, np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32), spill)
 
 
 def _record_blocks(lengths: np.ndarray, tokens_per_block: int) -> List[Tuple[int, int, int]]:
@@ -319,8 +318,9 @@ def _build(train_path, settings: CorpusSettings, staging: str, num_classes, on_p
     tokens = corpus.index.tokens
     held_out = held_out_lines(len(corpus.lengths), settings.valid_fraction, settings.split_seed)
     counts = corpus.counts - _held_out_counts(corpus, held_out) if held_out.any() else corpus.counts
-    dictionary = Dictionary.from_counts(tokens, counts, settings.min_count, settings.min_count_label,
-                                        settings.bucket, settings.word_ngrams)
+    is_label = corpus.index.label_mask()
+    dictionary, ids = Dictionary.from_counts_with_ids(tokens, counts, is_label, settings.min_count,
+                                                      settings.min_count_label, settings.bucket, settings.word_ngrams)
     if len(corpus.lengths) == 0 or (dictionary.nlabels == 0 and settings.min_count_label <= 1):
         raise InputError(train_path, "no documents with a label: the file is empty")
     if dictionary.nlabels == 0:
@@ -331,7 +331,9 @@ def _build(train_path, settings: CorpusSettings, staging: str, num_classes, on_p
                                      "the vocabulary is empty; lower --min-count")
     if extra_words:
         dictionary = add_pretrained_words(dictionary, extra_words)
-    table = dictionary.table(tokens, corpus.hashes)
+        table = dictionary.table(tokens, corpus.index.hashes)
+    else:
+        table = table_of_ids(ids, is_label, corpus.index.hashes, tokens.index(EOS))  # every record ends in EOS
     corpus.index = tokens = None  # the table is all pass 2 needs: the workers fork without the token index
     blocks = [(spill, first_token, corpus.lengths[a:b], held_out[a:b])
               for a, b, first_token in _record_blocks(corpus.lengths, _TOKENS_PER_BLOCK)]

@@ -1,0 +1,257 @@
+"""Distinct tokens of normalised text, found with compiled kernels instead of Python dicts.
+
+Preprocessing reads tens of millions of tokens; a dict lookup per token costs more than
+everything else together. Here the tokens live as bytes in one growing buffer, each followed
+by a newline (no token holds whitespace, so `bytes.split(b"\\n")` turns them back into a
+list), and an open-addressing table keyed by fastText's FNV-1a hash finds a token's index;
+a hit compares the bytes, so equal hashes of different tokens stay different tokens.
+
+`tokenize_text` splits a piece's normalised lines as fastText's `readWord` does and returns
+its distinct tokens with their hashes and every token as a position into them;
+`CorpusTokens` merges the pieces' distinct tokens into the corpus's, in order of first
+occurrence (which decides how the dictionary's sort breaks ties).
+"""
+from dataclasses import dataclass
+from typing import List
+
+import numba
+import numpy as np
+
+_FNV_OFFSET = np.uint32(2166136261)
+_FNV_PRIME = np.uint32(16777619)
+_EOS = np.frombuffer(b"</s>", dtype=np.uint8)
+_LABEL_PREFIX = np.frombuffer(b"__label__", dtype=np.uint8)
+_EMPTY = np.int32(-1)
+
+# Bytes fastText's readWord splits on: space, \t, \n, \v, \f, \r and NUL.
+_WHITESPACE = np.zeros(256, dtype=np.bool_)
+_WHITESPACE[[0, 9, 10, 11, 12, 13, 32]] = True
+# With `classification-results.sh`'s punctuation rules (see normalize.py): `;` and `:` become
+# spaces; `'`, `.`, `,`, `(`, `)`, `!` and `?` become tokens of their own.
+_SEPARATORS = _WHITESPACE.copy()
+_SEPARATORS[[ord(";"), ord(":")]] = True
+_PUNCTUATION = np.zeros(256, dtype=np.bool_)
+_PUNCTUATION[[ord(c) for c in "'.,()!?"]] = True
+_NO_PUNCTUATION = np.zeros(256, dtype=np.bool_)
+
+
+@numba.njit(cache=True, inline="always")
+def _fnv1a(text, start, end):
+    """fastText's `Dictionary::hash`: bytes read as signed chars, so a byte >= 0x80 is sign-extended."""
+    h = _FNV_OFFSET
+    for i in range(start, end):
+        h = (h ^ np.uint32(np.int32(np.int8(text[i])))) * _FNV_PRIME
+    return h
+
+
+@numba.njit(cache=True)
+def _intern(text, start, end, h, data, starts, hashes, slots, count):
+    """Index of `text[start:end]` (hash `h`), appended as number `count` if new; returns (index, count).
+
+    The caller leaves room for one more token in `data`, `starts` and `hashes`, and keeps
+    `slots` (a power of two long) at most half full.
+    """
+    mask = len(slots) - 1
+    slot = h & mask
+    length = end - start
+    while True:
+        index = slots[slot]
+        if index == _EMPTY:
+            break
+        if hashes[index] == np.int32(h) and starts[index + 1] - starts[index] - 1 == length:
+            first = starts[index]
+            same = True
+            for k in range(length):
+                if data[first + k] != text[start + k]:
+                    same = False
+                    break
+            if same:
+                return index, count
+        slot = (slot + 1) & mask
+    first = starts[count]
+    data[first:first + length] = text[start:end]
+    data[first + length] = 10  # "\n"
+    starts[count + 1] = first + length + 1
+    hashes[count] = np.int32(h)
+    slots[slot] = count
+    return count, count + 1
+
+
+@numba.njit(cache=True)
+def _rehash(hashes, slots):
+    mask = len(slots) - 1
+    for index in range(len(hashes)):
+        slot = np.uint32(hashes[index]) & mask
+        while slots[slot] != _EMPTY:
+            slot = (slot + 1) & mask
+        slots[slot] = index
+
+
+@numba.njit(cache=True)
+def _tokenize(text, separators, punctuation, eos, label_prefix, data, starts, hashes, slots):
+    """Split `text` into lines of tokens; see `tokenize_text`."""
+    positions = np.empty(len(text) + 1, dtype=np.int32)  # a token ends at each byte, at most, or at the end
+    lengths = np.empty(len(text) + 1, dtype=np.int32)
+    eos_hash = _fnv1a(eos, 0, len(eos))
+    count = 0
+    num_positions = 0
+    num_lines = 0
+    line_start = 0     # first position of the current line
+    line_bytes = 0     # bytes of the current line so far
+    labelled = True    # every line so far has a `__label__` token
+    line_labelled = False
+    start = -1         # start of the token being read, -1 between tokens
+    prefix = len(label_prefix)
+    n = len(text)
+    for i in range(n + 1):
+        c = text[i] if i < n else np.uint8(10)
+        if 2 * (count + 2) > len(slots):
+            slots = np.full(2 * len(slots), _EMPTY, dtype=np.int32)
+            _rehash(hashes[:count], slots)
+        ends_token = i == n or separators[c] or punctuation[c]
+        if start >= 0 and ends_token:
+            h = _fnv1a(text, start, i)
+            index, count = _intern(text, start, i, h, data, starts, hashes, slots, count)
+            positions[num_positions] = index
+            num_positions += 1
+            if i - start >= prefix and not line_labelled:
+                is_label = True
+                for k in range(prefix):
+                    if text[start + k] != label_prefix[k]:
+                        is_label = False
+                        break
+                line_labelled = is_label
+            start = -1
+        if i < n and punctuation[c]:
+            h = _fnv1a(text, i, i + 1)
+            index, count = _intern(text, i, i + 1, h, data, starts, hashes, slots, count)
+            positions[num_positions] = index
+            num_positions += 1
+        elif i < n and not separators[c]:
+            if start < 0:
+                start = i
+        if i < n:
+            line_bytes += 1
+        if c == 10 and (i < n or line_bytes > 0):  # a line ends: its EOS (a last line without "\n" too)
+            index, count = _intern(eos, 0, len(eos), eos_hash, data, starts, hashes, slots, count)
+            positions[num_positions] = index
+            num_positions += 1
+            lengths[num_lines] = num_positions - line_start
+            num_lines += 1
+            line_start = num_positions
+            labelled = labelled and line_labelled
+            line_labelled = False
+            line_bytes = 0
+    return positions[:num_positions].copy(), lengths[:num_lines].copy(), count, labelled
+
+
+@dataclass
+class TextTokens:
+    """Lines of text as positions into their distinct tokens."""
+
+    token_data: np.ndarray  # uint8: the distinct tokens in order of first occurrence, each followed by "\n"
+    token_starts: np.ndarray  # int64, len(tokens) + 1 offsets into token_data
+    hashes: np.ndarray      # int32 fastText hash of each distinct token
+    positions: np.ndarray   # int32, every token of every line (each line ending in EOS)
+    lengths: np.ndarray     # int32 tokens per line
+    all_labelled: bool      # every line has a `__label__` token
+
+    @property
+    def tokens(self) -> List[bytes]:
+        return _split_tokens(self.token_data, self.token_starts)
+
+
+def _split_tokens(data: np.ndarray, starts: np.ndarray) -> List[bytes]:
+    return data[:starts[-1] - 1].tobytes().split(b"\n") if len(starts) > 1 else []
+
+
+def _table_size(entries: int) -> int:
+    """Slots for up to `entries` tokens, at most half full."""
+    return 1 << max(4, (2 * entries).bit_length())
+
+
+def tokenize_text(text: bytes, split_punctuation: bool) -> TextTokens:
+    """Tokens of each line of `text` as fastText's `readWord` reads them, each line ending in EOS.
+
+    Lines end at "\\n" (a last line without one counts if it is not empty); tokens are split
+    at fastText's whitespace and, with `split_punctuation`, by the punctuation rules of
+    `classification-results.sh` (a `normalize_text` line splits the same). Bytes of `text`
+    must already be lowercased, quotes deleted and `<br />` replaced, where the script does so.
+    """
+    array = np.frombuffer(text, dtype=np.uint8)
+    most = len(text) + 1  # distinct tokens a text can hold: one a byte, and EOS
+    data = np.empty(2 * most + len(_EOS), dtype=np.uint8)  # each token's bytes and a "\n"
+    starts = np.zeros(most + 1, dtype=np.int64)
+    hashes = np.empty(most, dtype=np.int32)
+    slots = np.full(1 << 16, _EMPTY, dtype=np.int32)  # doubled as it fills
+    positions, lengths, count, labelled = _tokenize(array, _SEPARATORS if split_punctuation else _WHITESPACE,
+                                                    _PUNCTUATION if split_punctuation else _NO_PUNCTUATION,
+                                                    _EOS, _LABEL_PREFIX, data, starts, hashes, slots)
+    return TextTokens(data[:starts[count]].copy(), starts[:count + 1].copy(), hashes[:count].copy(),
+                      positions, lengths, bool(labelled))
+
+
+@numba.njit(cache=True)
+def _merge(piece_data, piece_starts, piece_hashes, where, data, starts, hashes, slots, count):
+    for j in range(len(piece_hashes)):
+        where[j], count = _intern(piece_data, piece_starts[j], piece_starts[j + 1] - 1, np.uint32(piece_hashes[j]),
+                                  data, starts, hashes, slots, count)
+    return count
+
+
+class CorpusTokens:
+    """The distinct tokens of a corpus in order of first occurrence, with their hashes."""
+
+    def __init__(self):
+        self.count = 0
+        self._data = np.empty(1 << 16, dtype=np.uint8)
+        self._starts = np.zeros(1 << 12, dtype=np.int64)
+        self._hashes = np.empty(1 << 12, dtype=np.int32)
+        self._slots = np.full(_table_size(1 << 12), _EMPTY, dtype=np.int32)
+
+    def add(self, piece: TextTokens) -> np.ndarray:
+        """Corpus indices (int32) of a piece's distinct tokens; tokens not seen before are appended
+        in the piece's order, so adding consecutive pieces keeps the file's order of first occurrence."""
+        self._make_room(len(piece.hashes), len(piece.token_data))
+        where = np.empty(len(piece.hashes), dtype=np.int32)
+        self.count = _merge(piece.token_data, piece.token_starts, piece.hashes, where,
+                            self._data, self._starts, self._hashes, self._slots, self.count)
+        return where
+
+    def _make_room(self, tokens: int, num_bytes: int):
+        needed = self.count + tokens
+        if needed + 1 > len(self._starts):
+            size = max(2 * len(self._starts), needed + 1)
+            self._starts = np.resize(self._starts, size)
+            self._hashes = np.resize(self._hashes, size)
+        if self._starts[self.count] + num_bytes > len(self._data):
+            self._data = np.resize(self._data, max(2 * len(self._data), int(self._starts[self.count]) + num_bytes))
+        if 2 * needed > len(self._slots):  # keep it at most half full
+            self._slots = np.full(_table_size(needed), _EMPTY, dtype=np.int32)
+            _rehash(self._hashes[:self.count], self._slots)
+
+    @property
+    def hashes(self) -> np.ndarray:
+        return self._hashes[:self.count]
+
+    def label_mask(self) -> np.ndarray:
+        """Which tokens start with `__label__`."""
+        return _starting_with(self._data, self._starts[:self.count + 1], _LABEL_PREFIX)
+
+    @property
+    def tokens(self) -> List[bytes]:
+        return _split_tokens(self._data, self._starts[:self.count + 1])
+
+
+@numba.njit(cache=True)
+def _starting_with(data, starts, prefix):
+    mask = np.zeros(len(starts) - 1, dtype=np.bool_)
+    for index in range(len(mask)):
+        first = starts[index]
+        if starts[index + 1] - 1 - first >= len(prefix):
+            mask[index] = True
+            for k in range(len(prefix)):
+                if data[first + k] != prefix[k]:
+                    mask[index] = False
+                    break
+    return mask
