@@ -21,7 +21,7 @@ _FNV_OFFSET = np.uint32(2166136261)
 _FNV_PRIME = np.uint32(16777619)
 _EOS = np.frombuffer(b"</s>", dtype=np.uint8)
 _LABEL_PREFIX = np.frombuffer(b"__label__", dtype=np.uint8)
-_EMPTY = np.int32(-1)
+_EMPTY = np.int64(-1)
 
 # Bytes fastText's readWord splits on: space, \t, \n, \v, \f, \r and NUL.
 _WHITESPACE = np.zeros(256, dtype=np.bool_)
@@ -40,10 +40,21 @@ def _fnv1a(text, start, end):
     """fastText's `Dictionary::hash`: bytes read as signed chars, so a byte >= 0x80 is sign-extended."""
     h = _FNV_OFFSET
     for i in range(start, end):
-        h = (h ^ np.uint32(np.int32(np.int8(text[i])))) * _FNV_PRIME
+        h = np.uint32((h ^ np.uint32(np.int32(np.int8(text[i])))) * _FNV_PRIME)
     return h
 
 
+@numba.njit(cache=True, inline="always")
+def _head(text, start, end):
+    """The token's first 8 bytes as one int64 (zero-padded): with its length, the whole of a short token."""
+    key = np.uint64(0)
+    for k in range(min(end - start, 8)):
+        key |= np.uint64(text[start + k]) << np.uint64(8 * k)
+    return np.int64(key)
+
+
+# A slot of the table is two int64: the token's `_head`, and (length << 32) | index (-1: empty).
+# One cache line answers for a token of up to 8 bytes; a longer one compares its other bytes.
 @numba.njit(cache=True)
 def _intern(text, start, end, h, data, starts, hashes, slots, count):
     """Index of `text[start:end]` (hash `h`), appended as number `count` if new; returns (index, count).
@@ -52,16 +63,20 @@ def _intern(text, start, end, h, data, starts, hashes, slots, count):
     `slots` (a power of two long) at most half full.
     """
     mask = len(slots) - 1
-    slot = h & mask
+    slot = np.int64(h) & mask
     length = end - start
+    head = _head(text, start, end)
     while True:
-        index = slots[slot]
-        if index == _EMPTY:
+        entry = slots[slot, 1]
+        if entry == _EMPTY:
             break
-        if hashes[index] == np.int32(h) and starts[index + 1] - starts[index] - 1 == length:
+        if slots[slot, 0] == head and entry >> 32 == length:
+            index = entry & 0xFFFFFFFF
+            if length <= 8:
+                return index, count
             first = starts[index]
             same = True
-            for k in range(length):
+            for k in range(8, length):
                 if data[first + k] != text[start + k]:
                     same = False
                     break
@@ -69,22 +84,33 @@ def _intern(text, start, end, h, data, starts, hashes, slots, count):
                 return index, count
         slot = (slot + 1) & mask
     first = starts[count]
-    data[first:first + length] = text[start:end]
+    for k in range(length):
+        data[first + k] = text[start + k]
     data[first + length] = 10  # "\n"
     starts[count + 1] = first + length + 1
     hashes[count] = np.int32(h)
-    slots[slot] = count
+    slots[slot, 0] = head
+    slots[slot, 1] = (length << 32) | count
     return count, count + 1
 
 
 @numba.njit(cache=True)
-def _rehash(hashes, slots):
-    mask = len(slots) - 1
-    for index in range(len(hashes)):
-        slot = np.uint32(hashes[index]) & mask
-        while slots[slot] != _EMPTY:
-            slot = (slot + 1) & mask
-        slots[slot] = index
+def _grown(slots, hashes):
+    """The table with twice the slots, the same entries."""
+    grown = np.full((2 * len(slots), 2), _EMPTY, dtype=np.int64)
+    mask = len(grown) - 1
+    for old in range(len(slots)):
+        if slots[old, 1] != _EMPTY:
+            slot = np.int64(np.uint32(hashes[slots[old, 1] & 0xFFFFFFFF])) & mask
+            while grown[slot, 1] != _EMPTY:
+                slot = (slot + 1) & mask
+            grown[slot, 0] = slots[old, 0]
+            grown[slot, 1] = slots[old, 1]
+    return grown
+
+
+def _empty_table(slots: int) -> np.ndarray:
+    return np.full((slots, 2), _EMPTY, dtype=np.int64)
 
 
 @numba.njit(cache=True)
@@ -92,6 +118,7 @@ def _tokenize(text, separators, punctuation, eos, label_prefix, data, starts, ha
     """Split `text` into lines of tokens; see `tokenize_text`."""
     positions = np.empty(len(text) + 1, dtype=np.int32)  # a token ends at each byte, at most, or at the end
     lengths = np.empty(len(text) + 1, dtype=np.int32)
+    counts = np.zeros(len(text) + 1, dtype=np.int64)
     eos_hash = _fnv1a(eos, 0, len(eos))
     count = 0
     num_positions = 0
@@ -106,8 +133,7 @@ def _tokenize(text, separators, punctuation, eos, label_prefix, data, starts, ha
     for i in range(n + 1):
         c = text[i] if i < n else np.uint8(10)
         if 2 * (count + 2) > len(slots):
-            slots = np.full(2 * len(slots), _EMPTY, dtype=np.int32)
-            _rehash(hashes[:count], slots)
+            slots = _grown(slots, hashes)
         ends_token = i == n or separators[c] or punctuation[c]
         if start >= 0 and ends_token:
             h = _fnv1a(text, start, i)
@@ -142,7 +168,10 @@ def _tokenize(text, separators, punctuation, eos, label_prefix, data, starts, ha
             labelled = labelled and line_labelled
             line_labelled = False
             line_bytes = 0
-    return positions[:num_positions].copy(), lengths[:num_lines].copy(), count, labelled
+    positions = positions[:num_positions].copy()
+    for k in range(num_positions):
+        counts[positions[k]] += 1
+    return positions, lengths[:num_lines].copy(), counts[:count].copy(), labelled
 
 
 @dataclass
@@ -152,6 +181,7 @@ class TextTokens:
     token_data: np.ndarray  # uint8: the distinct tokens in order of first occurrence, each followed by "\n"
     token_starts: np.ndarray  # int64, len(tokens) + 1 offsets into token_data
     hashes: np.ndarray      # int32 fastText hash of each distinct token
+    counts: np.ndarray      # int64 occurrences of each distinct token
     positions: np.ndarray   # int32, every token of every line (each line ending in EOS)
     lengths: np.ndarray     # int32 tokens per line
     all_labelled: bool      # every line has a `__label__` token
@@ -163,11 +193,6 @@ class TextTokens:
 
 def _split_tokens(data: np.ndarray, starts: np.ndarray) -> List[bytes]:
     return data[:starts[-1] - 1].tobytes().split(b"\n") if len(starts) > 1 else []
-
-
-def _table_size(entries: int) -> int:
-    """Slots for up to `entries` tokens, at most half full."""
-    return 1 << max(4, (2 * entries).bit_length())
 
 
 def tokenize_text(text: bytes, split_punctuation: bool) -> TextTokens:
@@ -183,39 +208,42 @@ def tokenize_text(text: bytes, split_punctuation: bool) -> TextTokens:
     data = np.empty(2 * most + len(_EOS), dtype=np.uint8)  # each token's bytes and a "\n"
     starts = np.zeros(most + 1, dtype=np.int64)
     hashes = np.empty(most, dtype=np.int32)
-    slots = np.full(1 << 16, _EMPTY, dtype=np.int32)  # doubled as it fills
-    positions, lengths, count, labelled = _tokenize(array, _SEPARATORS if split_punctuation else _WHITESPACE,
+    slots = _empty_table(1 << 14)  # doubled as it fills
+    positions, lengths, counts, labelled = _tokenize(array, _SEPARATORS if split_punctuation else _WHITESPACE,
                                                     _PUNCTUATION if split_punctuation else _NO_PUNCTUATION,
                                                     _EOS, _LABEL_PREFIX, data, starts, hashes, slots)
-    return TextTokens(data[:starts[count]].copy(), starts[:count + 1].copy(), hashes[:count].copy(),
+    count = len(counts)
+    return TextTokens(data[:starts[count]].copy(), starts[:count + 1].copy(), hashes[:count].copy(), counts,
                       positions, lengths, bool(labelled))
 
 
 @numba.njit(cache=True)
-def _merge(piece_data, piece_starts, piece_hashes, where, data, starts, hashes, slots, count):
+def _merge(piece_data, piece_starts, piece_hashes, piece_counts, where, data, starts, hashes, counts, slots, count):
     for j in range(len(piece_hashes)):
         where[j], count = _intern(piece_data, piece_starts[j], piece_starts[j + 1] - 1, np.uint32(piece_hashes[j]),
                                   data, starts, hashes, slots, count)
+        counts[where[j]] += piece_counts[j]
     return count
 
 
 class CorpusTokens:
-    """The distinct tokens of a corpus in order of first occurrence, with their hashes."""
+    """The distinct tokens of a corpus in order of first occurrence, with their hashes and counts."""
 
     def __init__(self):
         self.count = 0
+        self._counts = np.zeros(1 << 12, dtype=np.int64)
         self._data = np.empty(1 << 16, dtype=np.uint8)
         self._starts = np.zeros(1 << 12, dtype=np.int64)
         self._hashes = np.empty(1 << 12, dtype=np.int32)
-        self._slots = np.full(_table_size(1 << 12), _EMPTY, dtype=np.int32)
+        self._slots = _empty_table(1 << 14)
 
     def add(self, piece: TextTokens) -> np.ndarray:
         """Corpus indices (int32) of a piece's distinct tokens; tokens not seen before are appended
         in the piece's order, so adding consecutive pieces keeps the file's order of first occurrence."""
         self._make_room(len(piece.hashes), len(piece.token_data))
         where = np.empty(len(piece.hashes), dtype=np.int32)
-        self.count = _merge(piece.token_data, piece.token_starts, piece.hashes, where,
-                            self._data, self._starts, self._hashes, self._slots, self.count)
+        self.count = _merge(piece.token_data, piece.token_starts, piece.hashes, piece.counts, where,
+                            self._data, self._starts, self._hashes, self._counts, self._slots, self.count)
         return where
 
     def _make_room(self, tokens: int, num_bytes: int):
@@ -224,15 +252,20 @@ class CorpusTokens:
             size = max(2 * len(self._starts), needed + 1)
             self._starts = np.resize(self._starts, size)
             self._hashes = np.resize(self._hashes, size)
+            self._counts = np.concatenate([self._counts, np.zeros(size - len(self._counts), dtype=np.int64)])
         if self._starts[self.count] + num_bytes > len(self._data):
             self._data = np.resize(self._data, max(2 * len(self._data), int(self._starts[self.count]) + num_bytes))
-        if 2 * needed > len(self._slots):  # keep it at most half full
-            self._slots = np.full(_table_size(needed), _EMPTY, dtype=np.int32)
-            _rehash(self._hashes[:self.count], self._slots)
+        while 2 * needed > len(self._slots):  # keep it at most half full
+            self._slots = _grown(self._slots, self._hashes)
 
     @property
     def hashes(self) -> np.ndarray:
         return self._hashes[:self.count]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Occurrences of each token in the pieces added."""
+        return self._counts[:self.count]
 
     def label_mask(self) -> np.ndarray:
         """Which tokens start with `__label__`."""
