@@ -23,16 +23,16 @@ _EOS = np.frombuffer(b"</s>", dtype=np.uint8)
 _LABEL_PREFIX = np.frombuffer(b"__label__", dtype=np.uint8)
 _EMPTY = np.int64(-1)
 
-# Bytes fastText's readWord splits on: space, \t, \n, \v, \f, \r and NUL.
-_WHITESPACE = np.zeros(256, dtype=np.bool_)
-_WHITESPACE[[0, 9, 10, 11, 12, 13, 32]] = True
+# Each byte's part in `_tokenize`: inside a token, between tokens, a token by itself, a line end.
+_IN_TOKEN, _SEPARATOR, _ALONE, _LINE_END = 0, 1, 2, 3
+_WHITESPACE_KINDS = np.zeros(256, dtype=np.uint8)
+_WHITESPACE_KINDS[[0, 9, 11, 12, 13, 32]] = _SEPARATOR  # fastText's readWord splits on these and "\n"
+_WHITESPACE_KINDS[10] = _LINE_END
 # With `classification-results.sh`'s punctuation rules (see normalize.py): `;` and `:` become
 # spaces; `'`, `.`, `,`, `(`, `)`, `!` and `?` become tokens of their own.
-_SEPARATORS = _WHITESPACE.copy()
-_SEPARATORS[[ord(";"), ord(":")]] = True
-_PUNCTUATION = np.zeros(256, dtype=np.bool_)
-_PUNCTUATION[[ord(c) for c in "'.,()!?"]] = True
-_NO_PUNCTUATION = np.zeros(256, dtype=np.bool_)
+_PUNCTUATION_KINDS = _WHITESPACE_KINDS.copy()
+_PUNCTUATION_KINDS[[ord(";"), ord(":")]] = _SEPARATOR
+_PUNCTUATION_KINDS[[ord(c) for c in "'.,()!?"]] = _ALONE
 
 
 @numba.njit(cache=True, inline="always")
@@ -114,64 +114,62 @@ def _empty_table(slots: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _tokenize(text, separators, punctuation, eos, label_prefix, data, starts, hashes, slots):
+def _tokenize(text, kinds, eos, label_prefix, data, starts, hashes, slots):
     """Split `text` into lines of tokens; see `tokenize_text`."""
-    positions = np.empty(len(text) + 1, dtype=np.int32)  # a token ends at each byte, at most, or at the end
-    lengths = np.empty(len(text) + 1, dtype=np.int32)
-    counts = np.zeros(len(text) + 1, dtype=np.int64)
+    n = len(text)
+    positions = np.empty(n + 1, dtype=np.int32)  # a token ends at each byte, at most, or at the end
+    lengths = np.empty(n + 1, dtype=np.int32)
+    counts = np.zeros(n + 1, dtype=np.int64)
     eos_hash = _fnv1a(eos, 0, len(eos))
+    prefix = len(label_prefix)
     count = 0
     num_positions = 0
     num_lines = 0
     line_start = 0     # first position of the current line
-    line_bytes = 0     # bytes of the current line so far
+    line_begins = 0    # first byte of the current line
     labelled = True    # every line so far has a `__label__` token
     line_labelled = False
-    start = -1         # start of the token being read, -1 between tokens
-    prefix = len(label_prefix)
-    n = len(text)
-    for i in range(n + 1):
-        c = text[i] if i < n else np.uint8(10)
+    i = 0
+    while i <= n:
         if 2 * (count + 2) > len(slots):
             slots = _grown(slots, hashes)
-        ends_token = i == n or separators[c] or punctuation[c]
-        if start >= 0 and ends_token:
-            h = _fnv1a(text, start, i)
+        kind = kinds[text[i]] if i < n else (_LINE_END if i > line_begins else _SEPARATOR)
+        if kind == _IN_TOKEN:
+            start = i
+            h = _FNV_OFFSET
+            while i < n and kinds[text[i]] == _IN_TOKEN:
+                h = np.uint32((h ^ np.uint32(np.int32(np.int8(text[i])))) * _FNV_PRIME)
+                i += 1
             index, count = _intern(text, start, i, h, data, starts, hashes, slots, count)
-            positions[num_positions] = index
-            num_positions += 1
-            if i - start >= prefix and not line_labelled:
-                is_label = True
+            if not line_labelled and i - start >= prefix:
+                line_labelled = True
                 for k in range(prefix):
                     if text[start + k] != label_prefix[k]:
-                        is_label = False
+                        line_labelled = False
                         break
-                line_labelled = is_label
-            start = -1
-        if i < n and punctuation[c]:
-            h = _fnv1a(text, i, i + 1)
-            index, count = _intern(text, i, i + 1, h, data, starts, hashes, slots, count)
-            positions[num_positions] = index
-            num_positions += 1
-        elif i < n and not separators[c]:
-            if start < 0:
-                start = i
-        if i < n:
-            line_bytes += 1
-        if c == 10 and (i < n or line_bytes > 0):  # a line ends: its EOS (a last line without "\n" too)
+        elif kind == _ALONE:
+            index, count = _intern(text, i, i + 1, _fnv1a(text, i, i + 1), data, starts, hashes, slots, count)
+            i += 1
+        elif kind == _LINE_END:  # its EOS (a last line without "\n" too)
             index, count = _intern(eos, 0, len(eos), eos_hash, data, starts, hashes, slots, count)
             positions[num_positions] = index
+            counts[index] += 1
             num_positions += 1
             lengths[num_lines] = num_positions - line_start
             num_lines += 1
             line_start = num_positions
             labelled = labelled and line_labelled
             line_labelled = False
-            line_bytes = 0
-    positions = positions[:num_positions].copy()
-    for k in range(num_positions):
-        counts[positions[k]] += 1
-    return positions, lengths[:num_lines].copy(), counts[:count].copy(), labelled
+            i += 1
+            line_begins = i
+            continue
+        else:
+            i += 1
+            continue
+        positions[num_positions] = index
+        counts[index] += 1
+        num_positions += 1
+    return positions[:num_positions].copy(), lengths[:num_lines].copy(), counts[:count].copy(), labelled
 
 
 @dataclass
@@ -209,9 +207,8 @@ def tokenize_text(text: bytes, split_punctuation: bool) -> TextTokens:
     starts = np.zeros(most + 1, dtype=np.int64)
     hashes = np.empty(most, dtype=np.int32)
     slots = _empty_table(1 << 14)  # doubled as it fills
-    positions, lengths, counts, labelled = _tokenize(array, _SEPARATORS if split_punctuation else _WHITESPACE,
-                                                    _PUNCTUATION if split_punctuation else _NO_PUNCTUATION,
-                                                    _EOS, _LABEL_PREFIX, data, starts, hashes, slots)
+    positions, lengths, counts, labelled = _tokenize(array, _PUNCTUATION_KINDS if split_punctuation else
+                                                     _WHITESPACE_KINDS, _EOS, _LABEL_PREFIX, data, starts, hashes, slots)
     count = len(counts)
     return TextTokens(data[:starts[count]].copy(), starts[:count + 1].copy(), hashes[:count].copy(), counts,
                       positions, lengths, bool(labelled))
