@@ -16,6 +16,9 @@ from typing import List
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 _FNV_OFFSET = np.uint32(2166136261)
 _FNV_PRIME = np.uint32(16777619)
@@ -33,6 +36,26 @@ _WHITESPACE_KINDS[10] = _LINE_END
 _PUNCTUATION_KINDS = _WHITESPACE_KINDS.copy()
 _PUNCTUATION_KINDS[[ord(";"), ord(":")]] = _SEPARATOR
 _PUNCTUATION_KINDS[[ord(c) for c in "'.,()!?"]] = _ALONE
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU for the cache line of `array.flat[index]` ahead of use (LLVM's prefetch: read, keep).
+
+    A lookup's branches depend on the table's contents, so the CPU cannot run ahead to the
+    next lookup's cache miss by itself; asking a few lookups ahead overlaps the misses.
+    """
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), "llvm.prefetch.p0i8")
+        builder.call(prefetch, [builder.bitcast(builder.gep(data, [args[1]]), byte_pointer), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(array, index), codegen
+
+
+_AHEAD = 8  # lookups between a prefetch and its use
 
 
 @numba.njit(cache=True, inline="always")
@@ -98,6 +121,13 @@ def _intern(text, start, end, h, data, starts, hashes, slots, count):
 def _grown(slots, hashes):
     """The table with twice the slots, the same entries."""
     grown = np.full((2 * len(slots), 2), _EMPTY, dtype=np.int64)
+    _rehash(slots, hashes, grown)
+    return grown
+
+
+@numba.njit(cache=True)
+def _rehash(slots, hashes, grown):
+    """Enter the entries of `slots` into the empty table `grown`."""
     mask = len(grown) - 1
     for old in range(len(slots)):
         if slots[old, 1] != _EMPTY:
@@ -106,7 +136,6 @@ def _grown(slots, hashes):
                 slot = (slot + 1) & mask
             grown[slot, 0] = slots[old, 0]
             grown[slot, 1] = slots[old, 1]
-    return grown
 
 
 def _empty_table(slots: int) -> np.ndarray:
@@ -115,24 +144,25 @@ def _empty_table(slots: int) -> np.ndarray:
 
 @numba.njit(cache=True)
 def _tokenize(text, kinds, eos, label_prefix, data, starts, hashes, slots):
-    """Split `text` into lines of tokens; see `tokenize_text`."""
+    """Split `text` into lines of tokens; see `tokenize_text`.
+
+    First every token's bytes and hash (a scan), then their indices (lookups, each slot
+    prefetched a few tokens ahead), then their counts.
+    """
     n = len(text)
-    positions = np.empty(n + 1, dtype=np.int32)  # a token ends at each byte, at most, or at the end
+    token_starts = np.empty(n + 1, dtype=np.int32)  # a token ends at each byte, at most, or at the end
+    token_ends = np.empty(n + 1, dtype=np.int32)    # -1: the line's EOS
+    token_hashes = np.empty(n + 1, dtype=np.uint32)
     lengths = np.empty(n + 1, dtype=np.int32)
-    counts = np.zeros(n + 1, dtype=np.int64)
-    eos_hash = _fnv1a(eos, 0, len(eos))
     prefix = len(label_prefix)
-    count = 0
-    num_positions = 0
+    num_tokens = 0
     num_lines = 0
-    line_start = 0     # first position of the current line
+    line_start = 0     # first token of the current line
     line_begins = 0    # first byte of the current line
     labelled = True    # every line so far has a `__label__` token
     line_labelled = False
     i = 0
     while i <= n:
-        if 2 * (count + 2) > len(slots):
-            slots = _grown(slots, hashes)
         kind = kinds[text[i]] if i < n else (_LINE_END if i > line_begins else _SEPARATOR)
         if kind == _IN_TOKEN:
             start = i
@@ -140,7 +170,8 @@ def _tokenize(text, kinds, eos, label_prefix, data, starts, hashes, slots):
             while i < n and kinds[text[i]] == _IN_TOKEN:
                 h = np.uint32((h ^ np.uint32(np.int32(np.int8(text[i])))) * _FNV_PRIME)
                 i += 1
-            index, count = _intern(text, start, i, h, data, starts, hashes, slots, count)
+            token_starts[num_tokens], token_ends[num_tokens], token_hashes[num_tokens] = start, i, h
+            num_tokens += 1
             if not line_labelled and i - start >= prefix:
                 line_labelled = True
                 for k in range(prefix):
@@ -148,28 +179,39 @@ def _tokenize(text, kinds, eos, label_prefix, data, starts, hashes, slots):
                         line_labelled = False
                         break
         elif kind == _ALONE:
-            index, count = _intern(text, i, i + 1, _fnv1a(text, i, i + 1), data, starts, hashes, slots, count)
+            token_starts[num_tokens], token_ends[num_tokens], token_hashes[num_tokens] = i, i + 1, _fnv1a(text, i, i + 1)
+            num_tokens += 1
             i += 1
         elif kind == _LINE_END:  # its EOS (a last line without "\n" too)
-            index, count = _intern(eos, 0, len(eos), eos_hash, data, starts, hashes, slots, count)
-            positions[num_positions] = index
-            counts[index] += 1
-            num_positions += 1
-            lengths[num_lines] = num_positions - line_start
+            token_ends[num_tokens] = -1
+            num_tokens += 1
+            lengths[num_lines] = num_tokens - line_start
             num_lines += 1
-            line_start = num_positions
+            line_start = num_tokens
             labelled = labelled and line_labelled
             line_labelled = False
             i += 1
             line_begins = i
-            continue
         else:
             i += 1
-            continue
-        positions[num_positions] = index
-        counts[index] += 1
-        num_positions += 1
-    return positions[:num_positions].copy(), lengths[:num_lines].copy(), counts[:count].copy(), labelled
+    eos_hash = _fnv1a(eos, 0, len(eos))
+    positions = np.empty(num_tokens, dtype=np.int32)
+    count = 0
+    for k in range(num_tokens):
+        if 2 * (count + 2) > len(slots):
+            slots = _grown(slots, hashes)
+        if k + _AHEAD < num_tokens:
+            ahead = eos_hash if token_ends[k + _AHEAD] < 0 else token_hashes[k + _AHEAD]
+            _prefetch(slots, 2 * (np.int64(ahead) & (len(slots) - 1)))
+        if token_ends[k] < 0:
+            positions[k], count = _intern(eos, 0, len(eos), eos_hash, data, starts, hashes, slots, count)
+        else:
+            positions[k], count = _intern(text, token_starts[k], token_ends[k], token_hashes[k], data, starts, hashes,
+                                          slots, count)
+    counts = np.zeros(count, dtype=np.int64)
+    for k in range(num_tokens):
+        counts[positions[k]] += 1
+    return positions, lengths[:num_lines].copy(), counts, labelled
 
 
 @dataclass
@@ -216,9 +258,13 @@ def tokenize_text(text: bytes, split_punctuation: bool) -> TextTokens:
 
 @numba.njit(cache=True)
 def _merge(piece_data, piece_starts, piece_hashes, piece_counts, where, data, starts, hashes, counts, slots, count):
+    mask = len(slots) - 1
     for j in range(len(piece_hashes)):
+        if j + _AHEAD < len(piece_hashes):
+            _prefetch(slots, 2 * (np.int64(np.uint32(piece_hashes[j + _AHEAD])) & mask))
         where[j], count = _intern(piece_data, piece_starts[j], piece_starts[j + 1] - 1, np.uint32(piece_hashes[j]),
                                   data, starts, hashes, slots, count)
+    for j in range(len(piece_hashes)):  # no branches: the CPU overlaps these misses itself
         counts[where[j]] += piece_counts[j]
     return count
 
@@ -253,7 +299,11 @@ class CorpusTokens:
         if self._starts[self.count] + num_bytes > len(self._data):
             self._data = np.resize(self._data, max(2 * len(self._data), int(self._starts[self.count]) + num_bytes))
         while 2 * needed > len(self._slots):  # keep it at most half full
-            self._slots = _grown(self._slots, self._hashes)
+            # Allocated by numpy, which asks for huge pages: a lookup in a table of tens of MB then
+            # costs one cache miss, not a miss and a page walk.
+            grown = _empty_table(2 * len(self._slots))
+            _rehash(self._slots, self._hashes, grown)
+            self._slots = grown
 
     @property
     def hashes(self) -> np.ndarray:
@@ -285,3 +335,9 @@ def _starting_with(data, starts, prefix):
                     mask[index] = False
                     break
     return mask
+
+
+# Load the kernels now, in the process that imports this module (preprocessing's parent, see
+# `shards._spill_tokens`): workers forked later inherit them, instead of each loading them
+# from numba's cache on its first piece.
+tokenize_text(b"__label__1 a.\n", split_punctuation=True)

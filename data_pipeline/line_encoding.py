@@ -82,3 +82,13 @@ def _encode(positions, lengths, word_ids, label_ids, is_label, hashes, eos, nwor
         num_tokens[line] = read
         start += lengths[line]
     return ids[:num_ids].copy(), row_counts, labels[:num_labels].copy(), label_counts, num_tokens
+
+
+def _load_kernel():
+    """Load the kernel now, before pass 2's workers fork (see `distinct_tokens`): one line of one word."""
+    one, ids = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    _encode(np.zeros(1, dtype=np.int32), np.ones(1, dtype=np.int64), ids, ids, np.zeros(1, dtype=np.bool_),
+            np.zeros(1, dtype=np.int32), 0, 1, 10, 2, False, one, one)
+
+
+_load_kernel()

@@ -94,3 +94,7 @@ def normalized_csv_piece(data: bytes, num_classes: Optional[int]) -> Optional[by
     # The script's order: lowercase, (quote spacing), delete quotes, (dot spacing), then `<br />`,
     # which deleting quotes may form (`<b"r />`); the other rules only split tokens.
     return text.lower().replace(b'"', b"").replace(b"<br />", b" ")
+
+
+# Loaded now, before the workers fork (see `distinct_tokens`).
+normalized_csv_piece(b'"1","a"\n', None)
