@@ -246,7 +246,8 @@ def tokenize_text(text: bytes, split_punctuation: bool) -> TextTokens:
     array = np.frombuffer(text, dtype=np.uint8)
     most = len(text) + 1  # distinct tokens a text can hold: one a byte, and EOS
     data = np.empty(2 * most + len(_EOS), dtype=np.uint8)  # each token's bytes and a "\n"
-    starts = np.zeros(most + 1, dtype=np.int64)
+    starts = np.empty(most + 1, dtype=np.int64)
+    starts[0] = 0
     hashes = np.empty(most, dtype=np.int32)
     slots = _empty_table(1 << 14)  # doubled as it fills
     positions, lengths, counts, labelled = _tokenize(array, _PUNCTUATION_KINDS if split_punctuation else
