@@ -61,8 +61,10 @@ def _last_record_end(data: bytes, quoted: bool) -> int:
 
 @dataclass
 class TokenizedPiece:
+    """A piece's records as positions into its own distinct tokens (see `distinct_tokens.CorpusTokens`)."""
+
     tokens: TextTokens
-    num_bytes: int
+    num_bytes: int  # of the piece's text, for the progress bar
 
 
 def tokenize_piece(piece: Piece) -> TokenizedPiece:
