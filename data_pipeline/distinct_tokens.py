@@ -179,7 +179,8 @@ def _tokenize(text, kinds, eos, label_prefix, data, starts, hashes, slots):
                         line_labelled = False
                         break
         elif kind == _ALONE:
-            token_starts[num_tokens], token_ends[num_tokens], token_hashes[num_tokens] = i, i + 1, _fnv1a(text, i, i + 1)
+            h = _fnv1a(text, i, i + 1)
+            token_starts[num_tokens], token_ends[num_tokens], token_hashes[num_tokens] = i, i + 1, h
             num_tokens += 1
             i += 1
         elif kind == _LINE_END:  # its EOS (a last line without "\n" too)
@@ -250,8 +251,8 @@ def tokenize_text(text: bytes, split_punctuation: bool) -> TextTokens:
     starts[0] = 0
     hashes = np.empty(most, dtype=np.int32)
     slots = _empty_table(1 << 14)  # doubled as it fills
-    positions, lengths, counts, labelled = _tokenize(array, _PUNCTUATION_KINDS if split_punctuation else
-                                                     _WHITESPACE_KINDS, _EOS, _LABEL_PREFIX, data, starts, hashes, slots)
+    kinds = _PUNCTUATION_KINDS if split_punctuation else _WHITESPACE_KINDS
+    positions, lengths, counts, labelled = _tokenize(array, kinds, _EOS, _LABEL_PREFIX, data, starts, hashes, slots)
     count = len(counts)
     return TextTokens(data[:starts[count]].copy(), starts[:count + 1].copy(), hashes[:count].copy(), counts,
                       positions, lengths, bool(labelled))

@@ -80,7 +80,8 @@ def csv_lines(draw, well_formed: bool):
         fields = [b"".join(draw(st.lists(st.sampled_from(parts), max_size=6))) for _ in range(draw(st.integers(1, 3)))]
         if well_formed:
             fields = [field.replace(b'"', b'""') for field in fields]
-        label = draw(st.sampled_from([b"1", b"2", b"4"] if well_formed else [b"1", b"3", b"0", b"9", b"1,3", b"", b"x"]))
+        labels = [b"1", b"2", b"4"] if well_formed else [b"1", b"3", b"0", b"9", b"1,3", b"", b"x"]
+        label = draw(st.sampled_from(labels))
         quoted = well_formed or draw(st.booleans())
         line = b",".join((b'"%s"' % f) if quoted else f for f in [label] + fields)
         lines.append(line if well_formed or draw(st.booleans()) else draw(st.sampled_from([b"", b'"1"', line[:-1]])))
