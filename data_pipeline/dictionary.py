@@ -11,6 +11,7 @@ words and buckets it does not keep are dropped from a line, as fastText's `pushH
 """
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain, repeat
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -94,37 +95,6 @@ def word_ngram_buckets(hashes: np.ndarray, doc_ends: np.ndarray, n: int, bucket:
     return out
 
 
-class TokenIndex:
-    """Distinct tokens in order of first occurrence; a line becomes its tokens' positions.
-
-    Reading a corpus once into positions lets the dictionary be sorted afterwards and the
-    lines encoded from small integer arrays, without reading or hashing the text again.
-    """
-
-    def __init__(self):
-        self.positions: Dict[bytes, int] = {}
-
-    def add(self, tokens: Sequence[bytes]) -> List[int]:
-        positions = self.positions
-        return [positions.setdefault(token, len(positions)) for token in tokens]
-
-    def add_distinct(self, tokens: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
-        """Positions (int64) of distinct tokens, given in order of first occurrence, and which of them are new.
-
-        Tokens not yet indexed are appended in the order given, so feeding the distinct
-        tokens of consecutive pieces of a file keeps the file's order of first occurrence.
-        """
-        positions = np.fromiter(map(self.positions.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
-        new = np.flatnonzero(positions < 0)
-        positions[new] = np.arange(len(self.positions), len(self.positions) + len(new))
-        self.positions.update(zip([tokens[i] for i in new.tolist()], positions[new].tolist()))
-        return positions, new
-
-    @property
-    def tokens(self) -> List[bytes]:
-        return list(self.positions)
-
-
 @dataclass
 class TokenTable:
     """What fastText's `getLine` makes of each distinct token of some text."""
@@ -134,6 +104,17 @@ class TokenTable:
     is_label: np.ndarray    # bool: has the label prefix (known or not)
     hashes: np.ndarray      # int32 fastText hash (words only; 0 for labels)
     eos: int                # position of the EOS token, -1 if absent
+
+
+def table_of_ids(ids: np.ndarray, is_label: np.ndarray, hashes: np.ndarray, eos: int) -> TokenTable:
+    """The `TokenTable` of distinct tokens given their ids (word id, or label id for labels; -1 if
+    unknown), which are labels, their `hash_tokens` and the position of EOS among them (-1 if absent)."""
+    return TokenTable(np.where(is_label, -1, ids), np.where(is_label, ids, -1), is_label,
+                      np.where(is_label, 0, hashes).astype(np.int32), eos)
+
+
+def _label_mask(tokens: Sequence[bytes]) -> np.ndarray:
+    return np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
 
 
 @dataclass
@@ -165,12 +146,19 @@ class Dictionary:
     pruneidx: Optional[np.ndarray] = None
 
     def __post_init__(self):
-        self._word_ids: Dict[bytes, int] = {w: i for i, w in enumerate(self.words)}
-        self._label_ids: Dict[bytes, int] = {w: i for i, w in enumerate(self.labels)}
         if self.pruneidx is not None:
             self.pruneidx = np.asarray(self.pruneidx, dtype=np.int64).reshape(-1, 2)
             by_bucket = np.argsort(self.pruneidx[:, 0])
             self._kept_buckets, self._kept_rows = self.pruneidx[by_bucket].T
+
+    @cached_property
+    def _word_ids(self) -> Dict[bytes, int]:
+        """Built on first use: building a corpus never looks words up (see `from_counts_with_ids`)."""
+        return {w: i for i, w in enumerate(self.words)}
+
+    @cached_property
+    def _label_ids(self) -> Dict[bytes, int]:
+        return {w: i for i, w in enumerate(self.labels)}
 
     @property
     def nwords(self) -> int:
@@ -229,18 +217,33 @@ class Dictionary:
         The order of first occurrence decides how libstdc++'s unstable sort places
         entries of equal count, so it must be the file's.
         """
+        return cls.from_counts_with_ids(tokens, counts, _label_mask(tokens), min_count, min_count_label, bucket,
+                                        word_ngrams)[0]
+
+    @classmethod
+    def from_counts_with_ids(cls, tokens: List[bytes], counts: np.ndarray, is_label: np.ndarray, min_count: int,
+                             min_count_label: int, bucket: int, word_ngrams: int) -> Tuple["Dictionary", np.ndarray]:
+        """`from_counts`, given which tokens are labels, and each token's id (int64): its word id,
+        or label id for a label, -1 if thresholded away (see `table_of_ids`)."""
         from .cxx_sort import cxx_sort_order  # here, not at the top: numba's import costs a second, and
         # only building a dictionary needs it (prediction, evaluation and export load one)
-        kinds = np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
         # Dictionary::threshold: std::sort by (type asc, count desc), then drop rare entries.
         max_count = int(counts.max(initial=0)) + 1
-        order = cxx_sort_order((kinds * max_count - counts).tolist())
-        sorted_counts, sorted_kinds = counts[order], kinds[order]
+        order = cxx_sort_order((is_label * max_count - counts).tolist())
+        sorted_counts, sorted_kinds = counts[order], is_label[order]
         keep_words = ~sorted_kinds & (sorted_counts >= min_count)
         keep_labels = sorted_kinds & (sorted_counts >= min_count_label)
-        return cls([tokens[i] for i in order[keep_words]], sorted_counts[keep_words],
-                   [tokens[i] for i in order[keep_labels]], sorted_counts[keep_labels],
-                   int(counts.sum()), bucket, word_ngrams)
+        word_order, label_order = order[keep_words], order[keep_labels]
+        ids = np.full(len(tokens), -1, dtype=np.int64)
+        ids[word_order] = np.arange(len(word_order))
+        ids[label_order] = np.arange(len(label_order))
+        # An object array gathers the tokens in C, not one Python index at a time.
+        as_objects = np.empty(len(tokens), dtype=object)
+        as_objects[:] = tokens
+        dictionary = cls(as_objects[word_order].tolist(), sorted_counts[keep_words],
+                         as_objects[label_order].tolist(), sorted_counts[keep_labels],
+                         int(counts.sum()), bucket, word_ngrams)
+        return dictionary, ids
 
     def word_id(self, word: bytes) -> int:
         return self._word_ids.get(word, -1)
@@ -250,16 +253,15 @@ class Dictionary:
 
     def table(self, tokens: Sequence[bytes], hashes: Optional[np.ndarray] = None) -> TokenTable:
         """The `TokenTable` of these distinct tokens; `hashes`, if given, are their `hash_tokens`."""
-        is_label = np.fromiter((t.startswith(LABEL_PREFIX) for t in tokens), dtype=bool, count=len(tokens))
-        hashes = hash_tokens(tokens) if hashes is None else hashes
-        return TokenTable(
-            np.fromiter(map(self._word_ids.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens)),
-            np.fromiter(map(self._label_ids.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens)),
-            is_label, np.where(is_label, 0, hashes).astype(np.int32),
-            tokens.index(EOS) if EOS in tokens else -1)
+        is_label = _label_mask(tokens)
+        word_ids = np.fromiter(map(self._word_ids.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
+        label_ids = np.fromiter(map(self._label_ids.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
+        return table_of_ids(np.where(is_label, label_ids, word_ids), is_label,
+                            hash_tokens(tokens) if hashes is None else hashes,
+                            tokens.index(EOS) if EOS in tokens else -1)
 
     def encode_positions(self, positions: np.ndarray, lengths: np.ndarray, table: TokenTable) -> EncodedLines:
-        """Encode lines given as positions into `table` (see `TokenIndex`), all at once.
+        """Encode lines given as positions into `table`'s distinct tokens, all at once.
 
         Per line this is fastText's `getLine`: reading stops at the first EOS, even a
         literal `</s>` in the text; words give their id when in the vocabulary and their
@@ -286,7 +288,7 @@ class Dictionary:
     def encode_lines(self, lines: Sequence[Sequence[bytes]]) -> EncodedLines:
         """Encode tokenised lines (see `readers.tokenize`)."""
         flat = list(chain.from_iterable(lines))
-        distinct = list(dict.fromkeys(flat))  # first-occurrence order, as `TokenIndex`; all in C
+        distinct = list(dict.fromkeys(flat))  # first-occurrence order; all in C
         position_of = dict(zip(distinct, range(len(distinct))))
         positions = np.fromiter(map(position_of.__getitem__, flat), dtype=np.int64, count=len(flat))
         lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))

@@ -10,12 +10,10 @@ records whole (a file with such a quote and, later, a quoted newline could be cu
 the quoted field; Zhang et al.'s files quote every field).
 """
 from dataclasses import dataclass
-from itertools import chain
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
-import numpy as np
-
-from .dictionary import hash_tokens
+from .distinct_tokens import TextTokens, tokenize_text
+from .piece_text import normalized_csv_piece
 from .readers import detect_format, read_records_of_piece
 
 
@@ -63,30 +61,39 @@ def _last_record_end(data: bytes, quoted: bool) -> int:
 
 @dataclass
 class TokenizedPiece:
-    """A piece's records as positions into its own distinct tokens (see `TokenIndex.add_distinct`)."""
+    """A piece's records as positions into its own distinct tokens (see `distinct_tokens.CorpusTokens`)."""
 
-    tokens: List[bytes]     # distinct tokens, in order of first occurrence
-    hashes: np.ndarray      # int32 `hash_tokens` of `tokens`
-    positions: np.ndarray   # int32, every token of every record
-    lengths: np.ndarray     # int32 tokens per record
-    num_bytes: int
-
-    @property
-    def num_records(self) -> int:
-        return len(self.lengths)
+    tokens: TextTokens
+    num_bytes: int  # of the piece's text, for the progress bar
 
 
 def tokenize_piece(piece: Piece) -> TokenizedPiece:
-    """What `readers.read_records` makes of the piece's lines; runs in a worker process."""
-    records: List[List[bytes]] = [record.tokens for record in
-                                  read_records_of_piece(piece.path, piece.data, piece.first_line, piece.num_classes)]
-    every_token = list(chain.from_iterable(records))
-    distinct = list(dict.fromkeys(every_token))
-    position_of = dict(zip(distinct, range(len(distinct))))
-    return TokenizedPiece(
-        distinct, hash_tokens(distinct),
-        np.fromiter(map(position_of.__getitem__, every_token), dtype=np.int32, count=len(every_token)),
-        np.fromiter(map(len, records), dtype=np.int32, count=len(records)), len(piece.data))
+    """What `readers.read_records` makes of the piece's lines, as distinct tokens and positions;
+    runs in a worker process.
+
+    A piece of simple lines (see `piece_text.normalized_csv_piece`; for fastText's format,
+    UTF-8 lines that each hold a label) is tokenised straight from its bytes; any other is
+    read record by record, which also raises the `InputError` of a bad line.
+    """
+    csv_format = detect_format(piece.path) == "csv"
+    text = normalized_csv_piece(piece.data, piece.num_classes) if csv_format else _valid_utf8(piece.data)
+    if text is not None:
+        tokens = tokenize_text(text, split_punctuation=csv_format)
+        if tokens.all_labelled:
+            return TokenizedPiece(tokens, len(piece.data))
+    records = read_records_of_piece(piece.path, piece.data, piece.first_line, piece.num_classes)
+    return TokenizedPiece(tokenize_text(b"".join(b" ".join(record.tokens[:-1]) + b"\n" for record in records),
+                                        split_punctuation=False), len(piece.data))
+
+
+def _valid_utf8(data: bytes) -> Optional[bytes]:
+    if data.isascii():
+        return data
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return data
 
 
 def piece_lines(piece: Piece) -> Tuple[int, int]:

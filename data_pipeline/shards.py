@@ -19,11 +19,10 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .dictionary import Dictionary, EncodedLines, TokenIndex, TokenTable
+from .dictionary import Dictionary, EncodedLines, TokenTable, table_of_ids
 from .errors import InputError
-from .file_pieces import piece_lines, record_pieces, tokenize_piece
 from .ragged import gather_rows, offsets_of
-from .readers import check_readable_file
+from .readers import EOS, check_readable_file
 from .staging import building_dir, remove_abandoned_builds
 from .vectors import add_pretrained_words
 from .worker_pool import ordered_map, usable_cores
@@ -147,11 +146,6 @@ class DocumentRows:
         labels, label_counts = gather_rows(encoded.label_ids, encoded.label_offsets, lines)
         return cls(ids.astype(np.int32), lengths, encoded.num_tokens[lines], labels.astype(np.int32), label_counts)
 
-    def select(self, docs: np.ndarray) -> "DocumentRows":
-        ids, lengths = gather_rows(self.ids, offsets_of(self.lengths), docs)
-        labels, label_counts = gather_rows(self.label_ids, offsets_of(self.label_counts), docs)
-        return DocumentRows(ids, lengths, self.num_tokens[docs], labels, label_counts)
-
 
 def _npy_header(length: int) -> bytes:
     """`np.save`'s header for a 1-D int32 array of `length` values."""
@@ -245,15 +239,17 @@ def preprocess(train_path: str, settings: CorpusSettings, cache_dir: str,
 class _SpilledCorpus:
     """Pass 1's result: the distinct tokens and every record's tokens as positions into them, on disk."""
 
-    index: TokenIndex
-    hashes: np.ndarray    # int32 hash of each distinct token
-    counts: np.ndarray    # occurrences of each distinct token, all records
+    index: "CorpusTokens"  # the distinct tokens, their hashes and counts (all records)
     lengths: np.ndarray   # int32 tokens per record
     spill: str            # int32 positions of every record's tokens, concatenated
 
 
 def _spill_tokens(train_path, num_classes, spill: str, on_progress, workers: int) -> _SpilledCorpus:
-    index, hashes, counts, lengths = TokenIndex(), [], np.zeros(0, dtype=np.int64), []
+    # Imported here, not at the top: numba's import costs a second, and only building a corpus needs it
+    # (workers fork after it, so they inherit the compiled kernels).
+    from .distinct_tokens import CorpusTokens
+    from .file_pieces import piece_lines, record_pieces, tokenize_piece
+    index, lengths = CorpusTokens(), []
 
     def worker_died(piece):
         first, last = piece_lines(piece)
@@ -262,17 +258,11 @@ def _spill_tokens(train_path, num_classes, spill: str, on_progress, workers: int
             ordered_map(tokenize_piece, record_pieces(train_path, _PIECE_BYTES, num_classes), workers,
                         2 * workers + 1, worker_died) as pieces:
         for piece in pieces:
-            where, new = index.add_distinct(piece.tokens)
-            hashes.append(piece.hashes[new])
-            positions = where.astype(np.int32)[piece.positions]
-            positions.tofile(out)
-            counts = np.concatenate([counts, np.zeros(len(new), dtype=np.int64)])
-            counts += np.bincount(positions, minlength=len(counts))
-            lengths.append(piece.lengths)
+            index.add(piece.tokens)[piece.tokens.positions].tofile(out)
+            lengths.append(piece.tokens.lengths)
             if on_progress:
-                on_progress(piece.num_records, piece.num_bytes)
-    return _SpilledCorpus(index, np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.int32), counts,
-                          np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32), spill)
+                on_progress(len(piece.tokens.lengths), piece.num_bytes)
+    return _SpilledCorpus(index, np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32), spill)
 
 
 def _record_blocks(lengths: np.ndarray, tokens_per_block: int) -> List[Tuple[int, int, int]]:
@@ -287,7 +277,7 @@ def _record_blocks(lengths: np.ndarray, tokens_per_block: int) -> List[Tuple[int
 
 def _held_out_counts(corpus: _SpilledCorpus, held_out: np.ndarray) -> np.ndarray:
     """Occurrences of each distinct token in the held-out records, read back from the spill."""
-    counts = np.zeros(len(corpus.counts), dtype=np.int64)
+    counts = np.zeros(corpus.index.count, dtype=np.int64)
     for first, end, first_token in _record_blocks(corpus.lengths, _TOKENS_PER_BLOCK):
         lengths = corpus.lengths[first:end]
         positions = np.fromfile(corpus.spill, dtype=np.int32, count=int(lengths.sum()), offset=4 * first_token)
@@ -295,32 +285,41 @@ def _held_out_counts(corpus: _SpilledCorpus, held_out: np.ndarray) -> np.ndarray
     return counts
 
 
-_encoding = {}  # a pass-2 worker's dictionary and token table, inherited from the parent (see `ordered_map`)
+_encoding = {}  # a pass-2 worker's dictionary, token table and encoder, inherited from the parent (see `ordered_map`)
 
 
-def _start_encoder(dictionary: Dictionary, table: TokenTable):
-    _encoding.update(dictionary=dictionary, table=table)
+def _start_encoder(dictionary: Dictionary, table: TokenTable, encode: Callable, num_shards: int):
+    _encoding.update(dictionary=dictionary, table=table, encode=encode, num_shards=num_shards)
 
 
-def _encode_block(task) -> Tuple[DocumentRows, DocumentRows]:
-    """(trainable documents, held-out documents) of a block of spilled records; runs in a worker."""
+def _encode_block(task) -> Tuple[List[DocumentRows], DocumentRows]:
+    """(trainable documents, held-out documents) of a block of spilled records; runs in a worker.
+
+    The trainable ones come split by their number in the block modulo the number of shards:
+    part g goes to shard (documents before the block + g) % num_shards, so the parent only
+    appends.
+    """
     spill, first_token, lengths, held = task
     positions = np.fromfile(spill, dtype=np.int32, count=int(lengths.sum()), offset=4 * first_token)
-    encoded = _encoding["dictionary"].encode_positions(positions, lengths.astype(np.int64), _encoding["table"])
+    encoded = _encoding["encode"](_encoding["dictionary"], positions, lengths, _encoding["table"])
     labelled = np.diff(encoded.label_offsets) > 0
     # fastText skips a line with no known label or no input row (Model::update).
     trainable = np.flatnonzero(~held & labelled & (np.diff(encoded.offsets) > 0))
-    return DocumentRows.of(encoded, trainable), DocumentRows.of(encoded, np.flatnonzero(held & labelled))
+    num_shards = _encoding["num_shards"]
+    return ([DocumentRows.of(encoded, trainable[g::num_shards]) for g in range(num_shards)],
+            DocumentRows.of(encoded, np.flatnonzero(held & labelled)))
 
 
 def _build(train_path, settings: CorpusSettings, staging: str, num_classes, on_progress, extra_words, workers: int):
+    from .line_encoding import encode_positions  # here, as pass 1's kernels: only building a corpus needs numba
     spill = os.path.join(staging, "positions.spill")
     corpus = _spill_tokens(train_path, num_classes, spill, on_progress, workers)
     tokens = corpus.index.tokens
     held_out = held_out_lines(len(corpus.lengths), settings.valid_fraction, settings.split_seed)
-    counts = corpus.counts - _held_out_counts(corpus, held_out) if held_out.any() else corpus.counts
-    dictionary = Dictionary.from_counts(tokens, counts, settings.min_count, settings.min_count_label,
-                                        settings.bucket, settings.word_ngrams)
+    counts = corpus.index.counts - _held_out_counts(corpus, held_out) if held_out.any() else corpus.index.counts
+    is_label = corpus.index.label_mask()
+    dictionary, ids = Dictionary.from_counts_with_ids(tokens, counts, is_label, settings.min_count,
+                                                      settings.min_count_label, settings.bucket, settings.word_ngrams)
     if len(corpus.lengths) == 0 or (dictionary.nlabels == 0 and settings.min_count_label <= 1):
         raise InputError(train_path, "no documents with a label: the file is empty")
     if dictionary.nlabels == 0:
@@ -331,7 +330,9 @@ def _build(train_path, settings: CorpusSettings, staging: str, num_classes, on_p
                                      "the vocabulary is empty; lower --min-count")
     if extra_words:
         dictionary = add_pretrained_words(dictionary, extra_words)
-    table = dictionary.table(tokens, corpus.hashes)
+        table = dictionary.table(tokens, corpus.index.hashes)
+    else:
+        table = table_of_ids(ids, is_label, corpus.index.hashes, tokens.index(EOS))  # every record ends in EOS
     corpus.index = tokens = None  # the table is all pass 2 needs: the workers fork without the token index
     blocks = [(spill, first_token, corpus.lengths[a:b], held_out[a:b])
               for a, b, first_token in _record_blocks(corpus.lengths, _TOKENS_PER_BLOCK)]
@@ -342,14 +343,13 @@ def _build(train_path, settings: CorpusSettings, staging: str, num_classes, on_p
     validation = _ShardWriter(os.path.join(staging, VALIDATION_SHARD)) if settings.valid_fraction else None
     docs_seen = 0
     with ordered_map(_encode_block, blocks, workers, 2 * workers + 1, worker_died,
-                     _start_encoder, (dictionary, table)) as encoded_blocks:
-        for trainable, held in encoded_blocks:
+                     _start_encoder, (dictionary, table, encode_positions, settings.num_shards)) as encoded_blocks:
+        for parts, held in encoded_blocks:
             if validation:
                 validation.add(held)
-            shard_of = (docs_seen + np.arange(len(trainable.lengths))) % settings.num_shards
-            for k, writer in enumerate(writers):
-                writer.add(trainable.select(np.flatnonzero(shard_of == k)))
-            docs_seen += len(trainable.lengths)
+            for g, part in enumerate(parts):
+                writers[(docs_seen + g) % settings.num_shards].add(part)
+            docs_seen += sum(len(part.lengths) for part in parts)
     if validation and not validation.num_docs:
         raise InputError(train_path, f"--valid-fraction {settings.valid_fraction} of {len(corpus.lengths)} documents "
                                      "leaves no labelled validation document")

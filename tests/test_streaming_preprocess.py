@@ -129,12 +129,16 @@ def test_a_four_times_larger_corpus_does_not_raise_the_preprocessing_peak(tmp_pa
     """Peak = dictionary + bounded buffers: 4x the documents over the same vocabulary costs a few percent.
 
     How full the bounded buffers get depends on scheduling, so each size keeps its lower
-    peak of two runs. (Holding the corpus, as preprocessing once did, took +88% here.)
+    peak of two runs; the smaller corpus has enough pieces and blocks to fill them (7 and 6,
+    more than the 5 in flight), else it measures less than the bound. The allowance is 8%:
+    with the dictionary no longer Python objects the peak is ~200 MB, and glibc's heap keeps
+    some freed result buffers (its mmap threshold rises as they are freed), which measured
+    +2% to +6% here, run to run. (Holding the corpus, as preprocessing once did, took +88%.)
     """
-    small, large = synthetic_train_csv(tmp_path, 2), synthetic_train_csv(tmp_path, 8)
+    small, large = synthetic_train_csv(tmp_path, 4), synthetic_train_csv(tmp_path, 16)
     small_peak = min(preprocessing_peak_mb(small, tmp_path / f"cache-small-{run}") for run in range(2))
     large_peak = min(preprocessing_peak_mb(large, tmp_path / f"cache-large-{run}") for run in range(2))
-    assert large_peak <= 1.05 * small_peak, (small_peak, large_peak)
+    assert large_peak <= 1.08 * small_peak, (small_peak, large_peak)
 
 
 def test_a_worker_killed_mid_file_is_one_error_line_and_leaves_nothing(tmp_path):
