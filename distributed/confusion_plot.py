@@ -1,5 +1,6 @@
 """The confusion matrix as a picture a reader can check: class names on both axes, the counts
-in the cells, the colour of each cell its share of the gold class's documents, a colour bar.
+in the cells (an empty cell is a zero), the colour of each cell its share of the gold class's
+documents, a colour bar.
 
 Drawn with matplotlib's object API on an Agg canvas (no pyplot, so no global figure state
 and no display), and imported only by the rank that writes TensorBoard events.
@@ -25,7 +26,8 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str) -> np
     """A (H, W, 3) uint8 RGB image of `matrix` (rows gold, columns predicted, counts).
 
     The side grows with the number of classes so that every cell keeps room for its count;
-    drawing takes 0.3 s for 4 classes, 3.3 s for 44 (a shared 2-core VM).
+    a text per non-zero cell only: 44 classes with 279 non-zero cells draw in 0.6 s instead of
+    1.2-1.4 s with all 1,936 counts (it is drawn after every epoch).
     """
     n = len(names)
     side = max(MIN_SIDE_PX, CELL_PX * n + 240) / DPI
@@ -47,11 +49,10 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str) -> np
     axes.set_ylabel("gold", fontsize=13)
     axes.set_title(title, fontsize=13)
     if n <= MAX_COUNTED_CLASSES:
-        for gold in range(n):
-            for predicted in range(n):
-                count = axes.text(predicted, gold, str(int(matrix[gold, predicted])), ha="center", va="center",
-                                  fontsize=font, color="white" if share[gold, predicted] > 0.5 else "black")
-                count.set_in_layout(False)  # inside the axes: measuring it for the layout only costs time
+        for gold, predicted in zip(*np.nonzero(matrix)):  # an empty cell is a zero: no text to draw
+            count = axes.text(predicted, gold, str(int(matrix[gold, predicted])), ha="center", va="center",
+                              fontsize=font, color="white" if share[gold, predicted] > 0.5 else "black")
+            count.set_in_layout(False)  # inside the axes: measuring it for the layout only costs time
 
     figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[:, :, :3].copy()

@@ -120,9 +120,9 @@ class MessageCodec:
 class GradientExchange:
     """Sums every rank's sparse input-row gradients, dense output gradients and step counts."""
 
-    def __init__(self, world: World, num_input_rows: int, fp16: bool = False):
+    def __init__(self, world: World, input_matrix_shape: Tuple[int, int], fp16: bool = False):
         self.world = world
-        self.num_input_rows = num_input_rows
+        self.input_matrix_size = int(np.prod(input_matrix_shape))  # what a dense all-reduce would move
         self.wire_dtype = np.float16 if fp16 else np.float32
         self.last = ExchangeStats()
 
@@ -139,8 +139,8 @@ class GradientExchange:
         row_grads.wait_to_read()  # so a device still computing is not billed as communication
         output_grad.wait_to_read()
         start = time.perf_counter()
-        dim = row_grads.shape[1]
-        codec = MessageCodec(len(counts), dim, output_grad.shape, self.wire_dtype)
+        row_width = row_grads.shape[1]  # dim, plus what the rule sends beside each row
+        codec = MessageCodec(len(counts), row_width, output_grad.shape, self.wire_dtype)
         message = codec.encode(RankMessage(np.asarray(counts), ids, row_grads.asnumpy(), output_grad.asnumpy()))
         gathered = self.world.allgather(message, name="gradients")
         messages = codec.decode_all(gathered)
@@ -151,6 +151,6 @@ class GradientExchange:
         self.last = ExchangeStats(
             seconds=time.perf_counter() - start,
             received_bytes=len(gathered) - len(message),
-            dense_allreduce_bytes=int(2 * (size - 1) / size * (self.num_input_rows * dim + output_grad.size)
+            dense_allreduce_bytes=int(2 * (size - 1) / size * (self.input_matrix_size + output_grad.size)
                                       * codec.wire.itemsize))
         return merged_ids, to_device(merged_rows, ctx), to_device(summed_output, ctx), summed_counts

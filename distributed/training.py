@@ -186,7 +186,7 @@ class Trainer:
         if config.resume:
             self._broadcast_optimizer_state()
         self.progress = Progress(*map(int, world.broadcast(np.array(astuple(self.progress)), name="progress")))
-        self.exchange = GradientExchange(world, self.dictionary.num_input_rows, config.fp16_allreduce)
+        self.exchange = GradientExchange(world, self.model.input_matrix.shape, config.fp16_allreduce)
         self.total_tokens = config.epoch * sum(self.corpus.tokens_per_shard)
         self.dashboard = Dashboard(config.logdir, world.is_root)
         self.single_worker_rate = None

@@ -36,7 +36,7 @@ def check_exchange(world, fp16: bool):
     import mxnet as mx
 
     from fasttext_horovod.distributed.exchange import GradientExchange
-    exchange = GradientExchange(world, NUM_ROWS, fp16=fp16)
+    exchange = GradientExchange(world, (NUM_ROWS, DIM), fp16=fp16)
     tolerance = 2e-2 if fp16 else 1e-6
     for trial in range(TRIALS):
         ids, rows, output, counts = rank_gradients(trial, world.rank)
