@@ -19,9 +19,9 @@ and medians over --repeats are reported:
   slower rank), and bytes each rank receives per step: the sparse exchange against what a
   dense all-reduce of both gradient matrices would move.
 
---fair gives every process one MXNet thread (`--thread 1`): np=N then uses N cores where
-np=1 uses one, so efficiency measures what Horovod costs, not how MXNet's threads share
-cores; it runs each of --batch-sizes (default 64, 512, 2,048 documents per rank). Horovod's
+--fair gives every process one MXNet thread and no prefetching process (`--thread 1
+--prefetch off`): np=N then uses N cores where np=1 uses one, so efficiency measures what
+Horovod costs, not how MXNet's threads share cores; it runs each of --batch-sizes (default 64, 512, 2,048 documents per rank). Horovod's
 knobs (HOROVOD_CYCLE_TIME, HOROVOD_CACHE_CAPACITY, ...) pass through the environment and
 are recorded.
 
@@ -55,7 +55,7 @@ def train_once(num_proc: int, batch_size: int, data_args: list, args, workdir: s
     train = [sys.executable, os.path.join(REPO, "launch", "train.py"), *data_args, "--model-dir",
              os.path.join(workdir, f"model-np{num_proc}"), "--cache-dir", os.path.join(workdir, "cache"),
              "--metrics-out", metrics_path, "--batch-size", str(batch_size), *SETTINGS,
-             *(["--thread", "1"] if args.fair else []), *args.train_args]
+             *(["--thread", "1", "--prefetch", "off"] if args.fair else []), *args.train_args]
     command = train if num_proc == 1 else [HOROVODRUN, "-np", str(num_proc), f"--{args.controller}", *train]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, errors="replace")
     if done.returncode != 0:

@@ -35,7 +35,10 @@ def threads_per_rank() -> Optional[int]:
     None for a single process (MXNet's default). Every rank of a node computing at once
     with all cores' worth of OpenMP threads each makes them fight for the cores.
     """
-    if launched_size() == 1:
-        return None
+    return None if launched_size() == 1 else cores_per_rank()
+
+
+def cores_per_rank() -> int:
+    """This node's cores divided among its ranks (all of them for a single process)."""
     local_size = _first_int(_LOCAL_SIZE_VARS) or launched_size()
     return max(1, (os.cpu_count() or 1) // local_size)
