@@ -35,7 +35,10 @@ class SeededUniform(mx.init.Initializer):
 
     def _init_weight(self, name, arr):
         mx.random.seed(self.seed, ctx=mx.cpu())
-        mx.nd.random.uniform(-self.scale, self.scale, shape=arr.shape, ctx=mx.cpu()).copyto(arr)
+        if arr.context == mx.cpu():  # drawn in place: a temporary would double the largest allocation
+            mx.nd.random.uniform(-self.scale, self.scale, shape=arr.shape, ctx=mx.cpu(), out=arr)
+        else:
+            mx.nd.random.uniform(-self.scale, self.scale, shape=arr.shape, ctx=mx.cpu()).copyto(arr)
 
 
 def multi_hot(F, label_sets, num_labels: int):
