@@ -93,11 +93,18 @@ class PrefetchingStream:
         self._ready = context.Queue(maxsize=depth)
         self._cancel = context.Event()
         self._closed = False
+        self._active: Optional[Iterator[Batch]] = None
         self._process = context.Process(target=_serve, args=(stream, self._requests, self._ready, self._cancel),
                                         name="batch-prefetch", daemon=True)
         self._process.start()
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        if self._active is not None:  # an epoch left unfinished: its batches must not be taken for these
+            self._active.close()
+        self._active = self._epoch(epoch, start_batch)
+        return self._active
+
+    def _epoch(self, epoch: int, start_batch: int) -> Iterator[Batch]:
         self._cancel.clear()
         self._requests.put((epoch, start_batch))
         finished = False

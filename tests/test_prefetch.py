@@ -69,6 +69,13 @@ def test_leaving_an_epoch_early_cancels_its_rest_and_the_next_epoch_starts_clean
         assert list(batches.epoch(1)) == [100 + j for j in range(10)]
 
 
+def test_an_epoch_left_unfinished_and_still_referenced_does_not_leak_into_the_next():
+    with PrefetchingStream(CountingStream(), depth=2) as batches:
+        first = batches.epoch(0)
+        assert next(first) == 0  # then kept, neither finished nor closed
+        assert list(batches.epoch(1, 5)) == [105, 106, 107, 108, 109]
+
+
 def test_closing_ends_the_process_and_a_killed_producer_is_reported():
     batches = PrefetchingStream(CountingStream())
     pid = batches._process.pid
