@@ -5,7 +5,8 @@ so a document is scored identically wherever it is scored.
 """
 import os
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence
+from itertools import islice
+from typing import Iterable, Iterator, List, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -14,7 +15,7 @@ from fasttext_horovod.data_pipeline.batching import label_matrix, make_batch
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.normalize import LABEL_PREFIX
-from fasttext_horovod.data_pipeline.ragged import gather_rows
+from fasttext_horovod.data_pipeline.ragged import gather_rows, offsets_of
 from fasttext_horovod.data_pipeline.readers import read_records, tokenize
 from fasttext_horovod.model.checkpoint import load_checkpoint
 from fasttext_horovod.model.fasttext import FastTextClassifier
@@ -25,6 +26,7 @@ from .tensors import batch_tensors, to_device
 CHECKPOINT_FILE = "checkpoint.npz"
 TEXT_NORMALIZATION = "fastText classification-results.sh"
 _PREDICT_BATCH = 2048
+_ENCODE_CHUNK = 4096  # records of a labelled file encoded at once (see `encode_labelled_file`)
 
 
 @dataclass
@@ -38,19 +40,31 @@ class EncodedDocuments:
 
 
 def encode_labelled_file(path: str, dictionary: Dictionary, num_classes: Optional[int] = None) -> EncodedDocuments:
-    """A test file's documents; a label the model was not trained on is an error, with its line."""
-    records = list(read_records(path, num_classes))
-    if not records:
+    """A test file's documents; a label the model was not trained on is an error, with its line.
+
+    Encoded `_ENCODE_CHUNK` records at a time: a whole test set's tokens as Python objects
+    took 1.3 GB at Yelp's size (38,000 documents) before becoming a few MB of ids.
+    """
+    gold, ids, lengths = [], [], []
+    for chunk in _chunks(read_records(path, num_classes), _ENCODE_CHUNK):
+        for record in chunk:
+            label_ids = [dictionary.label_id(label) for label in record.labels]
+            if -1 in label_ids:
+                unknown = record.labels[label_ids.index(-1)][len(LABEL_PREFIX):].decode()
+                raise InputError(path, f"class {unknown!r} was not in the training data", record.line)
+            gold.append(label_ids)
+        chunk_ids, chunk_offsets = dictionary.encode_many([r.words for r in chunk])
+        ids.append(chunk_ids)
+        lengths.append(np.diff(chunk_offsets))
+    if not gold:
         raise InputError(path, "no documents: the file is empty")
-    gold = []
-    for record in records:
-        label_ids = [dictionary.label_id(label) for label in record.labels]
-        if -1 in label_ids:
-            unknown = record.labels[label_ids.index(-1)][len(LABEL_PREFIX):].decode()
-            raise InputError(path, f"class {unknown!r} was not in the training data", record.line)
-        gold.append(label_ids)
-    ids, offsets = dictionary.encode_many([r.words for r in records])
-    return EncodedDocuments(ids, offsets, gold)
+    return EncodedDocuments(np.concatenate(ids), offsets_of(np.concatenate(lengths)), gold)
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def encode_texts(texts: Iterable[bytes], dictionary: Dictionary) -> EncodedDocuments:
