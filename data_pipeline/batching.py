@@ -16,6 +16,11 @@ from .ragged import gather_rows, offsets_of
 from .shards import Shard
 
 
+# Shard pages read (one or two 4 KB pages a document) are dropped from resident memory this
+# often: at most ~64 MB of them stay mapped (see `Shard.release_pages`).
+DOCS_BETWEEN_PAGE_RELEASES = 16_384
+
+
 @dataclass
 class Batch:
     unique_ids: np.ndarray     # (U,) int64, sorted input-matrix rows used by the batch
@@ -124,11 +129,17 @@ class BatchStream:
             rng = np.random.default_rng([self.seed, epoch, s])
             orders[s] = rng.permutation(shard.num_docs)
             label_picks[s] = rng.random(shard.num_docs)
+        docs_since_release = 0
         for j in range(start_batch, self.steps_per_epoch):
             positions = np.arange(j * self.global_batch_size, min((j + 1) * self.global_batch_size, self.num_docs))
             parts = [self._shard_part(s, orders[s], label_picks[s], positions[positions % self.num_shards == s]
                                       // self.num_shards) for s in self.shards]
             rows, lengths, targets, tokens = (np.concatenate(column) for column in zip(*parts))
+            docs_since_release += len(positions)
+            if docs_since_release >= DOCS_BETWEEN_PAGE_RELEASES:  # resident shard pages stay bounded
+                for shard in self.shards.values():
+                    shard.release_pages()
+                docs_since_release = 0
             yield make_batch(rows, lengths, targets, int(tokens.sum()))
 
     def _shard_part(self, s: int, order: np.ndarray, label_picks: np.ndarray, ks: np.ndarray):

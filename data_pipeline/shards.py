@@ -12,6 +12,7 @@ reuses it, and it appears atomically (built aside, then renamed).
 import hashlib
 import io
 import json
+import mmap
 import os
 import zipfile
 from dataclasses import asdict, dataclass
@@ -48,13 +49,21 @@ class CorpusSettings:
 
 @dataclass
 class Shard:
-    """The documents of one shard; `ids` stays on disk until touched."""
+    """The documents of one shard; `ids` stays on disk until touched (a read-only map of `pages`)."""
 
     ids: np.ndarray
     offsets: np.ndarray
     num_tokens: np.ndarray
     label_offsets: np.ndarray
     label_ids: np.ndarray
+    pages: Optional[mmap.mmap] = None
+
+    def release_pages(self):
+        """Drop the pages of `ids` read so far from this process's resident memory; they stay
+        in the page cache, and a later read maps them again (a minor fault each). An epoch
+        reads every page of every shard: 780 MB counted as the trainer's own at Yelp's size."""
+        if self.pages is not None:
+            self.pages.madvise(mmap.MADV_DONTNEED)
 
     @property
     def num_docs(self) -> int:
@@ -104,9 +113,22 @@ class ShardedCorpus:
 
     def _open(self, name: str) -> Shard:
         path = os.path.join(self.directory, name)
+        ids, pages = _map_npy(path + ".ids.npy")
         with np.load(path + ".docs.npz", allow_pickle=False) as docs:
-            return Shard(np.load(path + ".ids.npy", mmap_mode="r"), docs["offsets"], docs["num_tokens"],
-                         docs["label_offsets"], docs["label_ids"])
+            return Shard(ids, docs["offsets"], docs["num_tokens"], docs["label_offsets"], docs["label_ids"], pages)
+
+
+def _map_npy(path: str) -> Tuple[np.ndarray, mmap.mmap]:
+    """A 1-D `.npy` file as a read-only array over a map this code owns (`Shard.release_pages`)."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+        if len(shape) != 1:
+            raise ValueError(f"{len(shape)}-D array, not 1-D")
+        offset = handle.tell()
+        pages = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(pages, dtype=dtype, count=shape[0], offset=offset), pages
 
 
 def file_digest(path: str) -> str:

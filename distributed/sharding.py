@@ -75,6 +75,7 @@ def check_shard(corpus: ShardedCorpus, k: int) -> Shard:
         raise damaged(f"input rows outside 0..{dictionary.num_input_rows - 1}")
     if len(shard.label_ids) and not 0 <= shard.label_ids.min() <= shard.label_ids.max() < dictionary.nlabels:
         raise damaged(f"label ids outside 0..{dictionary.nlabels - 1}")
+    shard.release_pages()  # the check read every page
     return shard
 
 

@@ -1,4 +1,5 @@
 """Preprocessed shards and the batch stream built on them, on the real ag_news_mini train.csv."""
+import mmap
 import os
 import shutil
 from collections import Counter
@@ -95,9 +96,20 @@ def test_shard_k_of_n_holds_exactly_the_documents_i_mod_n_equal_k(corpus, record
             assert shard.num_tokens[j] == len(record.tokens)
 
 
+def assert_mapped(shard):
+    assert isinstance(shard.pages, mmap.mmap) and not shard.ids.flags.owndata and not shard.ids.flags.writeable
+
+
+def test_released_pages_read_back_the_same_ids(corpus):
+    shard = corpus.shard(1)
+    before = np.array(shard.ids)
+    shard.release_pages()
+    np.testing.assert_array_equal(shard.ids, before)
+
+
 def test_a_shard_is_memory_mapped_and_opens_without_the_other_shards(corpus, tmp_path):
     """shard(k) maps its ids from disk and needs none of the other shards' files."""
-    assert isinstance(corpus.shard(0).ids, np.memmap)
+    assert_mapped(corpus.shard(0))
     k = 2
     copy = tmp_path / "only-one-shard"
     shutil.copytree(corpus.directory, copy)
@@ -106,7 +118,7 @@ def test_a_shard_is_memory_mapped_and_opens_without_the_other_shards(corpus, tmp
             path.unlink()
     assert sorted(p.name for p in copy.glob("shard-*")) == [f"shard-{k:05d}.docs.npz", f"shard-{k:05d}.ids.npy"]
     alone, original = ShardedCorpus(str(copy)).shard(k), corpus.shard(k)
-    assert isinstance(alone.ids, np.memmap)
+    assert_mapped(alone)
     np.testing.assert_array_equal(alone.ids, original.ids)
     np.testing.assert_array_equal(alone.offsets, original.offsets)
     np.testing.assert_array_equal(alone.label_ids, original.label_ids)
