@@ -16,7 +16,7 @@ import mmap
 import os
 import zipfile
 from dataclasses import asdict, dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from .readers import EOS, check_readable_file
 from .staging import building_dir, remove_abandoned_builds
 from .vectors import add_pretrained_words
 from .worker_pool import ordered_map, usable_cores
+
+if TYPE_CHECKING:  # imported where used: numba's import costs a second (see `_spill_tokens`)
+    from .distinct_tokens import CorpusTokens
 
 SHARD_FORMAT_VERSION = 1
 VALIDATION_SHARD = "validation"
@@ -56,14 +59,13 @@ class Shard:
     num_tokens: np.ndarray
     label_offsets: np.ndarray
     label_ids: np.ndarray
-    pages: Optional[mmap.mmap] = None
+    pages: mmap.mmap
 
     def release_pages(self):
         """Drop the pages of `ids` read so far from this process's resident memory; they stay
         in the page cache, and a later read maps them again (a minor fault each). An epoch
         reads every page of every shard: 780 MB counted as the trainer's own at Yelp's size."""
-        if self.pages is not None:
-            self.pages.madvise(mmap.MADV_DONTNEED)
+        self.pages.madvise(mmap.MADV_DONTNEED)
 
     @property
     def num_docs(self) -> int:
