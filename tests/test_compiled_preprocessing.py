@@ -6,7 +6,6 @@ every line, their hashes and, for a bad line, the error must be the readers'. Th
 distinct tokens are merged in a hash table that must keep tokens of equal hash apart, and
 pass 2's encoder must give `Dictionary.encode_positions`'s arrays.
 """
-from pathlib import Path
 
 import numpy as np
 import pytest
