@@ -67,9 +67,10 @@ class TrainConfig:
                                               "SGD allows at the learning rate, at most 64; see "
                                               "model/optimizers.py)", RUN)
     optimizer: str = setting("auto", "sgd: fastText's (summed gradients, per-example lr); rowmean: fastText's "
-                                     "SGD on each row's mean gradient over the documents using it, Adagrad on the "
-                                     "output matrix, for large global batches; adagrad: row-wise Adagrad; auto: sgd "
-                                     "up to 64 documents a step (all ranks together), rowmean above", RUN,
+                                     "SGD on each row's gradient summed over the k documents using it / k^0.75, "
+                                     "Adagrad on the output matrix, for large global batches; adagrad: row-wise "
+                                     "Adagrad; auto: sgd up to 64 documents a step (all ranks together), rowmean "
+                                     "above", RUN,
                              choices=OPTIMIZERS)
     seed: int = setting(0, "seeds initialisation, shuffling and held-out draws", RUN)
     gpu: Optional[int] = setting(None, "GPU index for one process (under Horovod: the local rank's GPU)", RUN)

@@ -3,7 +3,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from fasttext_horovod.model.optimizers import RowAdagrad, RowMeanSGD, SummedSGD, build_optimizer, warmup_then_decay_lr
+from fasttext_horovod.model.optimizers import (DOCUMENT_EXPONENT, RowAdagrad, RowMeanSGD, SummedSGD, build_optimizer,
+                                                warmup_then_decay_lr)
 from fasttext_horovod.model.step_size import LARGEST_SGD_GLOBAL_BATCH, choose_optimizer, default_lr
 
 ROWS, DIM, LABELS = 1000, 4, 3
@@ -35,7 +36,7 @@ def test_auto_keeps_fasttext_sgd_for_small_global_batches_and_row_mean_sgd_above
 def test_default_lr_follows_the_rule_and_the_batch():
     assert default_lr("auto", 64) == 0.1 and default_lr("auto", 64, sgd_lr=0.5) == 0.5
     assert default_lr("auto", 1024, sgd_lr=0.5) == default_lr("rowmean", 1024) != 0.5
-    assert default_lr("rowmean", 4096) > default_lr("rowmean", 1024) > 0
+    assert default_lr("rowmean", 4096) == default_lr("rowmean", 1024) > default_lr("rowmean", 256) > 0
 
 
 def test_adagrad_rate_warms_up_then_decays_to_zero():
@@ -101,20 +102,21 @@ def test_summed_sgd_is_plain_sgd_on_the_touched_rows():
     np.testing.assert_allclose(new_weight, expected, rtol=1e-6)
 
 
-def test_row_mean_sgd_moves_a_row_by_the_mean_of_its_documents_gradients():
-    """A row one document used takes fastText's per-example step; one that 4 documents used, their mean."""
+def test_row_mean_sgd_divides_a_rows_summed_gradient_by_its_documents_to_the_exponent():
+    """A row one document used takes fastText's per-example step; one that 4 documents used, their sum / 4 ** 0.75."""
     rng = np.random.default_rng(3)
     weight = rng.normal(size=(ROWS, DIM)).astype(np.float32)
     ids, grads, docs = np.array([4, 70]), rng.normal(size=(2, DIM)).astype(np.float32), np.array([1, 4])
     new_weight, _ = apply(RowMeanSGD((LABELS, DIM), mx.cpu()), weight, np.zeros((LABELS, DIM), np.float32), ids,
                           grads, np.zeros((LABELS, DIM), np.float32), lr=0.5, doc_counts=docs)
     expected = weight.copy()
-    expected[ids] -= 0.5 * grads / docs[:, None]
+    expected[ids] -= 0.5 * grads / docs[:, None] ** DOCUMENT_EXPONENT
     np.testing.assert_allclose(new_weight, expected, rtol=1e-6)
 
 
-def test_row_mean_sgd_step_does_not_grow_with_the_batch_and_output_takes_adagrad():
-    """1,000 documents with one gradient move a row and the output matrix as far as one document does."""
+def test_row_mean_sgd_step_grows_slowly_with_the_batch_and_output_takes_adagrad():
+    """1,000 documents with one gradient move a row 1,000 ** 0.25 times as far as one document does
+    (the sum would be 1,000 times), and the output matrix as far."""
     grads, output_grad = np.full((1, DIM), 0.01, np.float32), np.full((LABELS, DIM), 0.02, np.float32)
     moved = []
     for docs in (1, 1000):
@@ -122,8 +124,8 @@ def test_row_mean_sgd_step_does_not_grow_with_the_batch_and_output_takes_adagrad
                                np.zeros((LABELS, DIM), np.float32), np.array([5]), docs * grads, docs * output_grad,
                                lr=0.5, doc_counts=[docs])
         moved.append((weight[5], output))
-    np.testing.assert_allclose(moved[0][0], moved[1][0], rtol=1e-6)
     np.testing.assert_allclose(moved[0][0], -0.005, rtol=1e-5)
+    np.testing.assert_allclose(moved[1][0], moved[0][0] * 1000 ** (1 - DOCUMENT_EXPONENT), rtol=1e-5)
     np.testing.assert_allclose(moved[0][1], moved[1][1], rtol=1e-5)
     np.testing.assert_allclose(moved[0][1], -0.5, rtol=1e-5)  # Adagrad's first step: lr x sign
 
