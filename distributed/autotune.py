@@ -54,8 +54,9 @@ import mxnet as mx
 import numpy as np
 
 from fasttext_horovod.data_pipeline.errors import InputError
+from fasttext_horovod.data_pipeline.shards import labelled_file_shard
 from fasttext_horovod.model.checkpoint import write_json_atomic
-from fasttext_horovod.model.inference import CHECKPOINT_FILE, encode_labelled_file, evaluate, load_model_dir
+from fasttext_horovod.model.inference import CHECKPOINT_FILE, evaluate, load_model_dir
 from fasttext_horovod.model.losses import LOSSES
 
 from .dashboard import Dashboard
@@ -350,7 +351,7 @@ class Autotune:
     def _check_test_file(self, trainer: Trainer):
         """Rank 0 reads --test once up front, so a bad test file fails before the search, not after."""
         if self.config.test and self.world.is_root:
-            encode_labelled_file(self.config.test, trainer.dictionary, trainer.num_classes)
+            labelled_file_shard(self.config.test, trainer.dictionary, trainer.num_classes, trainer.corpus.directory)
 
     def _trial_dir(self, number: int) -> str:
         return os.path.join(self.scratch, f"trial-{number:03d}")
@@ -398,5 +399,5 @@ class Autotune:
         """The best model's test metrics, as `evaluate.py` reports them."""
         ctx = self.world.device(self.config.gpu)
         trained = load_model_dir(model_dir, ctx)
-        docs = encode_labelled_file(self.config.test, trained.dictionary, trained.num_classes)
+        docs = labelled_file_shard(self.config.test, trained.dictionary, trained.num_classes)
         return evaluate(trained.model, docs, self.config.k, ctx).as_dict(trained.label_names)

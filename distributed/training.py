@@ -25,15 +25,14 @@ from fasttext_horovod.data_pipeline.batching import Batch, BatchStream
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.prefetch import DirectStream, PrefetchingStream
 from fasttext_horovod.data_pipeline.readers import detect_format, read_class_names
+from fasttext_horovod.data_pipeline.shards import Shard, labelled_file_shard
 from fasttext_horovod.data_pipeline.vectors import read_vectors
 from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
 from fasttext_horovod.model.fasttext import trains_on_all_labels
 from fasttext_horovod.model.inference import (
     CHECKPOINT_FILE,
     TEXT_NORMALIZATION,
-    EncodedDocuments,
     build_model,
-    encode_labelled_file,
     evaluate,
 )
 from fasttext_horovod.model.optimizers import build_optimizer
@@ -148,8 +147,12 @@ class Trainer:
         # The corpus directory's name hashes the training bytes and settings: --resume checks it.
         self.corpus_key = os.path.basename(self.corpus.directory)
         self.names = label_names(self.dictionary, config.train)
-        self.test_docs = (encode_labelled_file(config.test, self.dictionary, self.num_classes)
+        # Kept on disk beside the corpus and read a batch at a time by each evaluation.
+        self.test_docs = (labelled_file_shard(config.test, self.dictionary, self.num_classes, self.corpus.directory)
                           if config.test and world.is_root else None)
+        self.valid_docs = self._validation_documents() if world.is_root else None
+        # The loop looks no word up (pretrained vectors rebuild the index once): ~160 MB at Yelp's size.
+        self.dictionary.release_word_index()
         # Horovod: the global batch is size x --batch-size documents (the learning rate needs no scaling).
         self.global_batch_size = config.batch_size * world.size
         # Horovod: each rank reads only its own shards. Forked before the matrices exist (see prefetch).
@@ -173,7 +176,6 @@ class Trainer:
                                          self.global_batch_size)
         self.progress = Progress()
         self.validation = Validation(config.patience if config.early_stopping else None)
-        self.valid_docs = self._validation_documents() if world.is_root else None
         if world.is_root:
             if config.resume:
                 self._restore()
@@ -246,14 +248,10 @@ class Trainer:
         self.model.set_input_rows(ids[last], self.pretrained.vectors[last])
         self.touched[ids[last]] = True
 
-    def _validation_documents(self) -> Optional[EncodedDocuments]:
+    def _validation_documents(self) -> Optional[Shard]:
         if self.config.valid:
-            return encode_labelled_file(self.config.valid, self.dictionary, self.num_classes)
-        held_out = self.corpus.validation()
-        if held_out is None:
-            return None
-        gold = np.split(held_out.label_ids, held_out.label_offsets[1:-1])
-        return EncodedDocuments(np.asarray(held_out.ids), held_out.offsets, [g.tolist() for g in gold])
+            return labelled_file_shard(self.config.valid, self.dictionary, self.num_classes, self.corpus.directory)
+        return self.corpus.validation()
 
     def _save(self, finished: bool, metrics: Optional[dict] = None, path: Optional[str] = None):
         if not self.world.is_root:
@@ -453,7 +451,7 @@ class Trainer:
         metrics.update({key: value for key, value in run.items() if key not in ("examples", "loss")})
         return metrics
 
-    def _evaluate(self, docs: Optional[EncodedDocuments]):
+    def _evaluate(self, docs: Optional[Shard]):
         """Metrics on `docs` (rank 0's test or validation set); None without docs."""
         return None if docs is None else evaluate(self.model, docs, self.config.k, self.ctx)
 

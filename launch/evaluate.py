@@ -41,10 +41,11 @@ def main():
     configure_mxnet(args.thread, args.gpu)
     from fasttext_horovod.distributed.world import World
     from fasttext_horovod.model.checkpoint import write_json_atomic
-    from fasttext_horovod.model.inference import encode_labelled_file, evaluate
+    from fasttext_horovod.data_pipeline.shards import labelled_file_shard
+    from fasttext_horovod.model.inference import evaluate
     ctx = World().device(args.gpu)
     trained = load_trained_model(args, ctx)
-    docs = encode_labelled_file(args.test, trained.dictionary, trained.num_classes)
+    docs = labelled_file_shard(args.test, trained.dictionary, trained.num_classes)
     report = evaluate(trained.model, docs, args.k, ctx, args.threshold).as_dict(trained.label_names)
     results.info(format_report(report, trained.label_names))
     if args.metrics_out:

@@ -60,7 +60,8 @@ def run_one(spec, word_ngrams: int, args, world) -> dict:
     """Train one configuration; returns accuracy (on rank 0) and seconds per epoch."""
     from fasttext_horovod.distributed.settings import TrainConfig
     from fasttext_horovod.distributed.training import Trainer
-    from fasttext_horovod.model.inference import encode_labelled_file, evaluate
+    from fasttext_horovod.data_pipeline.shards import labelled_file_shard
+    from fasttext_horovod.model.inference import evaluate
     config = TrainConfig(train=spec.train_path(args.data_root), dataset=spec.name, lr=spec.lr,
                          model_dir=os.path.join(args.runs_dir, f"{spec.name}-{word_ngrams}gram"),
                          cache_dir=args.cache_dir, dim=args.dim, epoch=args.epoch, word_ngrams=word_ngrams,
@@ -70,7 +71,8 @@ def run_one(spec, word_ngrams: int, args, world) -> dict:
     result = {"seconds_per_epoch": metrics["train_seconds"] / args.epoch,
               "examples_per_second": metrics["examples_per_second"]}
     if world.is_root:  # evaluated after training, so the timing is training alone
-        docs = encode_labelled_file(spec.test_path(args.data_root), trainer.dictionary, trainer.num_classes)
+        docs = labelled_file_shard(spec.test_path(args.data_root), trainer.dictionary, trainer.num_classes,
+                                   trainer.corpus.directory)
         result["accuracy"] = evaluate(trainer.model, docs, 1, trainer.ctx).accuracy
     return result
 

@@ -39,28 +39,46 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
 
 
+class ReportCounts:
+    """What `classification_report` counts, added a batch of documents at a time, so an
+    evaluation holds one batch's predictions, not a whole test set's."""
+
+    def __init__(self, num_labels: int):
+        self.predicted = np.zeros(num_labels, dtype=np.int64)       # fastText's labelMetrics_
+        self.predicted_gold = np.zeros(num_labels, dtype=np.int64)
+        self.gold_count = np.zeros(num_labels, dtype=np.int64)
+        self.confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+        self.top1_correct = 0
+        self.num_examples = 0
+        self.loss_sum = 0.0
+
+    def add(self, ranked: List[Sequence[int]], gold: List[Sequence[int]], losses: Sequence[float]):
+        for predictions, labels in zip(ranked, gold):
+            np.add.at(self.gold_count, list(labels), 1)
+            np.add.at(self.predicted, list(predictions), 1)
+            np.add.at(self.predicted_gold, [p for p in predictions if p in labels], 1)
+            if predictions:
+                self.top1_correct += predictions[0] in labels
+                self.confusion[min(labels), predictions[0]] += 1
+        self.num_examples += len(gold)
+        self.loss_sum += float(np.sum(losses, dtype=np.float64))
+
+    def report(self, k: int) -> ClassificationReport:
+        precision = _safe_divide(self.predicted_gold, self.predicted)
+        recall = _safe_divide(self.predicted_gold, self.gold_count)
+        f1 = _safe_divide(2 * precision * recall, precision + recall)
+        n, correct, predicted = self.num_examples, self.predicted_gold.sum(), self.predicted.sum()
+        return ClassificationReport(n, k, self.top1_correct / n if n else 0.0,
+                                    correct / predicted if predicted else 0.0,
+                                    correct / self.gold_count.sum() if self.gold_count.sum() else 0.0,
+                                    self.loss_sum / n if n else 0.0, precision, recall, f1, self.confusion)
+
+
 def classification_report(ranked: List[Sequence[int]], gold: List[Sequence[int]], losses: Sequence[float],
                           num_labels: int, k: int) -> ClassificationReport:
     """Metrics of each document's predictions against its gold labels; `losses` are the
     documents' losses (see `FastTextClassifier.document_losses`); `k` is reported as given
     (-1: every label)."""
-    predicted = np.zeros(num_labels, dtype=np.int64)       # fastText's labelMetrics_
-    predicted_gold = np.zeros(num_labels, dtype=np.int64)
-    gold_count = np.zeros(num_labels, dtype=np.int64)
-    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
-    top1_correct = 0
-    for predictions, labels in zip(ranked, gold):
-        np.add.at(gold_count, list(labels), 1)
-        np.add.at(predicted, list(predictions), 1)
-        np.add.at(predicted_gold, [p for p in predictions if p in labels], 1)
-        if predictions:
-            top1_correct += predictions[0] in labels
-            confusion[min(labels), predictions[0]] += 1
-    precision = _safe_divide(predicted_gold, predicted)
-    recall = _safe_divide(predicted_gold, gold_count)
-    f1 = _safe_divide(2 * precision * recall, precision + recall)
-    n, correct = len(gold), predicted_gold.sum()
-    return ClassificationReport(n, k, top1_correct / n if n else 0.0,
-                                correct / predicted.sum() if predicted.sum() else 0.0,
-                                correct / gold_count.sum() if gold_count.sum() else 0.0,
-                                float(np.mean(losses)) if n else 0.0, precision, recall, f1, confusion)
+    counts = ReportCounts(num_labels)
+    counts.add(ranked, gold, losses)
+    return counts.report(k)

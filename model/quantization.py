@@ -19,8 +19,9 @@ import numpy as np
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.readers import EOS
+from fasttext_horovod.data_pipeline.shards import labelled_file_shard
 from fasttext_horovod.model.fasttext_binary import FastTextArgs, FastTextModel, fasttext_file_size
-from fasttext_horovod.model.inference import TrainedModel, encode_labelled_file, evaluate
+from fasttext_horovod.model.inference import TrainedModel, evaluate
 from fasttext_horovod.model.product_quantizer import KSUB, QuantizedMatrix, l2_norm_rows
 
 
@@ -83,7 +84,7 @@ def quantize(dictionary: Dictionary, args: FastTextArgs, matrix: np.ndarray, out
 
 def top1_report(model: TrainedModel, test_path: str, num_classes: Optional[int], ctx: mx.Context):
     """`model`'s top-1 report on a labelled file (fastText's `test`)."""
-    return evaluate(model.model, encode_labelled_file(test_path, model.dictionary, num_classes), 1, ctx)
+    return evaluate(model.model, labelled_file_shard(test_path, model.dictionary, num_classes), 1, ctx)
 
 
 def summarize(quantized: Quantized, ftz_path: str, before=None, after=None) -> dict:

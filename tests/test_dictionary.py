@@ -242,3 +242,12 @@ def test_vectorised_hashes_equal_the_one_token_rule_on_every_real_token_and_odd_
     tokens = list(dict.fromkeys(t for r in train_records for t in r.tokens))
     tokens += [b"", bytes(range(256)), b"\xff" * 300, "naïve café".encode(), b"\x80a"]
     assert hash_tokens(tokens).tolist() == [hash_token(t) for t in tokens]
+
+
+def test_a_released_word_index_is_rebuilt_by_the_next_lookup():
+    dictionary = Dictionary.build([tokenize(b"__label__a to be or not to be"), tokenize(b"__label__b be quick")])
+    before = [dictionary.word_id(word) for word in (b"be", b"quick", b"absent")]
+    dictionary.release_word_index()
+    assert "_word_ids" not in vars(dictionary)  # the index's memory is given back
+    assert [dictionary.word_id(word) for word in (b"be", b"quick", b"absent")] == before
+    assert before[0] >= 0 and before[2] == -1

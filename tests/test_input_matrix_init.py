@@ -1,0 +1,39 @@
+"""The input matrix's initial values: fastText's seeded uniform, drawn straight into its storage."""
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from fasttext_horovod.model.fasttext import CpuStorageParameter, FastTextClassifier, SeededUniform
+
+
+class RecordingUniform(SeededUniform):
+    """SeededUniform that remembers the arrays it filled."""
+
+    def __init__(self, scale, seed):
+        super().__init__(scale, seed)
+        self.filled = []
+
+    def _init_weight(self, name, arr):
+        super()._init_weight(name, arr)
+        self.filled.append(arr)
+
+
+def test_cpu_parameter_keeps_the_array_its_initializer_filled():
+    init = RecordingUniform(0.25, 3)
+    param = CpuStorageParameter("kept", shape=(100, 4), init=init)
+    param.initialize(ctx=mx.cpu())
+    assert param.data().handle.value == init.filled[0].handle.value
+    copied = RecordingUniform(0.25, 3)
+    plain = gluon.Parameter("copied", shape=(100, 4), init=copied)
+    plain.initialize(ctx=mx.cpu())
+    assert plain.data().handle.value != copied.filled[0].handle.value  # what Gluon does by itself
+    np.testing.assert_array_equal(param.data().asnumpy(), plain.data().asnumpy())
+
+
+def test_model_input_matrix_is_the_seeded_uniform_and_a_parameter_of_the_block():
+    model = FastTextClassifier(1000, 10, [3, 1], seed=7, prefix="fasttext_")
+    model.initialize(ctx=mx.cpu())
+    reference = gluon.Parameter("reference", shape=(1000, 10), init=SeededUniform(0.1, 7))
+    reference.initialize(ctx=mx.cpu())
+    np.testing.assert_array_equal(model.input_matrix.data().asnumpy(), reference.data().asnumpy())
+    assert model.collect_params()["fasttext_input_matrix"] is model.input_matrix
