@@ -16,11 +16,12 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from .checkpoint import RowBlocks
 from .hierarchical_softmax import HuffmanTree, hs_loss, hs_top_k
 from .losses import LOSSES
 
 
-_ROWS_PER_COPY = 1 << 20  # input rows a checkpoint copies off the device at once
+_ROWS_PER_COPY = 1 << 20  # input rows a checkpoint copies off the device at once (40 MB at dim 10)
 
 
 class SeededUniform(mx.init.Initializer):
@@ -128,19 +129,23 @@ class FastTextClassifier(gluon.HybridBlock):
         """A copy of the input rows a batch uses: O(batch), not O(table)."""
         return mx.nd.take(self.input_matrix.data(unique_ids.context), unique_ids)
 
-    def state_arrays(self, touched_rows: np.ndarray) -> Dict[str, np.ndarray]:
+    def state_arrays(self, touched_rows: np.ndarray) -> Dict[str, object]:
         """Parameters for a checkpoint: the input rows marked in `touched_rows` (the others
-        still hold their seeded initial values) and the whole output matrix."""
+        still hold their seeded initial values) and the whole output matrix.
+
+        The touched rows' values are copied off the device a block at a time while the
+        checkpoint is written (`RowBlocks`), so save before the next update.
+        """
         ids = np.flatnonzero(touched_rows).astype(np.int64)
         matrix = self.input_matrix.data()
-        # Copied out a block at a time: one `take` of every touched row held them twice (~640 MB
-        # at the end of a Yelp-sized epoch).
-        values = np.empty((len(ids), matrix.shape[1]), dtype=matrix.dtype)
-        for start in range(0, len(ids), _ROWS_PER_COPY):
-            block = ids[start:start + _ROWS_PER_COPY]
-            values[start:start + len(block)] = mx.nd.take(
-                matrix, mx.nd.array(block, dtype=np.int64, ctx=matrix.context)).asnumpy()
-        return {"input_rows": ids, "input_values": values, "output_matrix": self.output_matrix.data().asnumpy()}
+
+        def blocks():
+            for start in range(0, len(ids), _ROWS_PER_COPY):
+                block = mx.nd.array(ids[start:start + _ROWS_PER_COPY], dtype=np.int64, ctx=matrix.context)
+                yield mx.nd.take(matrix, block).asnumpy()
+
+        return {"input_rows": ids, "input_values": RowBlocks((len(ids), matrix.shape[1]), matrix.dtype, blocks),
+                "output_matrix": self.output_matrix.data().asnumpy()}
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]):
         """Inverse of `state_arrays`, on a model initialised with the same seed."""
