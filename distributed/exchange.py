@@ -10,7 +10,9 @@ sends a message with zero rows.
 
 Why one all-gather instead of all-gathers of ids and rows plus an all-reduce of the
 output matrix: a Horovod collective costs a negotiation round of about a millisecond or
-more on the CPU, which outweighs the bytes here. The output matrix is labels x dim (a few
+more on the CPU, which outweighs the bytes here. (Where the job runs on MPI the message
+itself goes through MPI directly, after a Horovod all-gather of its length: see
+`World.allgather_bytes`.) The output matrix is labels x dim (a few
 thousand floats for the paper's datasets), so gathering N copies of it costs less than a
 collective of its own; all-reducing it would pay off only with a large label set.
 
