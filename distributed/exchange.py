@@ -10,7 +10,9 @@ sends a message with zero rows.
 
 Why one all-gather instead of all-gathers of ids and rows plus an all-reduce of the
 output matrix: a Horovod collective costs a negotiation round of about a millisecond or
-more on the CPU, which outweighs the bytes here. The output matrix is labels x dim (a few
+more on the CPU, which outweighs the bytes here. (Where the job runs on MPI the message
+itself goes through MPI directly, after a Horovod all-gather of its length: see
+`World.allgather_bytes`.) The output matrix is labels x dim (a few
 thousand floats for the paper's datasets), so gathering N copies of it costs less than a
 collective of its own; all-reducing it would pay off only with a large label set.
 
@@ -44,30 +46,49 @@ class ExchangeStats:
 def sum_rows_by_id(blocks: List[Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
     """(sorted union of the blocks' row ids, per id the sum of its rows in block order).
 
-    Each block is (sorted unique ids, rows): one rank's message. A stable sort of the
-    concatenated ids merges the blocks' sorted runs (timsort: O(n log blocks)) and keeps an
-    id's rows in block order, so every rank adds them in the same order and gets the same
-    bits. Compiled, the pass that adds them is 4-5x faster than numpy's unique, searchsorted
-    and scatter (2 ranks x 40k rows: 2.2 ms instead of 11.5).
+    Each block is (sorted unique ids, rows): one rank's message, read in place. The blocks'
+    ids are already sorted, so one compiled merge pass per block after the first adds them
+    (0 + block 0 + block 1 + ..., in block order, so every rank gets the same bits) without
+    concatenating, sorting or converting float32 rows first: 2 ranks x 80k rows of 11
+    floats in ~1.5 ms instead of ~10 for the copies, stable sort and scattered adds before.
     """
-    ids = np.concatenate([block_ids for block_ids, _ in blocks]).astype(np.int64, copy=False)
-    rows = np.concatenate([block_rows for _, block_rows in blocks]).astype(np.float32, copy=False)
-    return _add_runs_of_equal_ids(ids, rows, np.argsort(ids, kind="stable"))
+    wide = [(block_ids, np.asarray(block_rows, np.float32)) for block_ids, block_rows in blocks]
+    if len(wide) == 1:
+        wide.append((wide[0][0][:0], wide[0][1][:0]))
+    ids, rows = _merge_sorted_sums(*wide[0], *wide[1])
+    for block_ids, block_rows in wide[2:]:  # more than two ranks: fold in rank order
+        ids, rows = _merge_sorted_sums(ids, rows, block_ids, block_rows)
+    return ids, rows
 
 
 @numba.njit(cache=True)
-def _add_runs_of_equal_ids(ids, rows, order):
-    """Walk `ids` in `order` (sorted): one output row per distinct id, the sum of its rows."""
-    summed_ids = np.empty(len(order), np.int64)
-    summed = np.zeros((len(order), rows.shape[1]), np.float32)
-    last = -1
-    for i in order:
-        if last < 0 or ids[i] != summed_ids[last]:
-            last += 1
-            summed_ids[last] = ids[i]
-        for column in range(rows.shape[1]):
-            summed[last, column] += rows[i, column]
-    return summed_ids[:last + 1], summed[:last + 1]
+def _merge_sorted_sums(ids_a, rows_a, ids_b, rows_b):
+    """Merge two blocks of sorted unique ids: one row per id, float32 `0 + row_a + row_b`
+    (the `0 +` makes a -0.0 the +0.0 a sum from zeros gives, so folding is bit-exact)."""
+    num_a, num_b, width = len(ids_a), len(ids_b), rows_a.shape[1]
+    ids = np.empty(num_a + num_b, np.int64)
+    rows = np.empty((num_a + num_b, width), np.float32)
+    zero = np.float32(0.0)
+    a = b = n = 0
+    while a < num_a or b < num_b:
+        if b == num_b or (a < num_a and ids_a[a] < ids_b[b]):
+            ids[n] = ids_a[a]
+            for column in range(width):
+                rows[n, column] = zero + rows_a[a, column]
+            a += 1
+        elif a == num_a or ids_b[b] < ids_a[a]:
+            ids[n] = ids_b[b]
+            for column in range(width):
+                rows[n, column] = zero + rows_b[b, column]
+            b += 1
+        else:
+            ids[n] = ids_a[a]
+            for column in range(width):
+                rows[n, column] = zero + rows_a[a, column] + rows_b[b, column]
+            a += 1
+            b += 1
+        n += 1
+    return ids[:n], rows[:n]
 
 
 @dataclass
@@ -94,27 +115,40 @@ class MessageCodec:
         self.wire = np.dtype(wire_dtype)
 
     def encode(self, message: RankMessage) -> np.ndarray:
-        header = np.concatenate([[len(message.ids)], message.counts]).astype(np.int64)
-        parts = (header, message.ids.astype(_ID_DTYPE), message.rows.astype(self.wire),
-                 message.output.astype(self.wire))
-        return np.concatenate([np.ascontiguousarray(p).view(np.uint8).ravel() for p in parts])
+        """One uint8 buffer, each part converted straight into its place (no concatenation)."""
+        num_rows = len(message.ids)
+        buffer = np.empty(self._size(num_rows), np.uint8)
+        header, ids, rows, output = self._parts(buffer, 0, num_rows)
+        header[0] = num_rows
+        header[1:] = message.counts
+        ids[:] = message.ids
+        rows[:] = message.rows
+        output[:] = message.output
+        return buffer
 
     def decode_all(self, buffer: np.ndarray) -> List[RankMessage]:
+        """The messages in `buffer`, in order, as views into it (nothing copied)."""
         messages, offset = [], 0
-        output_size = int(np.prod(self.output_shape))
         while offset < len(buffer):
-            header = np.frombuffer(buffer, np.int64, 1 + self.num_counts, offset)
-            offset += header.nbytes
-            num_rows = int(header[0])
-            ids = np.frombuffer(buffer, _ID_DTYPE, num_rows, offset)
-            offset += ids.nbytes
-            rows = np.frombuffer(buffer, self.wire, num_rows * self.dim, offset)
-            offset += rows.nbytes
-            output = np.frombuffer(buffer, self.wire, output_size, offset)
-            offset += output.nbytes
-            messages.append(RankMessage(header[1:], ids.astype(np.int64), rows.reshape(num_rows, self.dim),
-                                        output.reshape(self.output_shape)))
+            num_rows = int(buffer[offset:offset + 8].view(np.int64)[0])
+            header, ids, rows, output = self._parts(buffer, offset, num_rows)
+            messages.append(RankMessage(header[1:], ids, rows, output))
+            offset += self._size(num_rows)
         return messages
+
+    def _size(self, num_rows: int) -> int:
+        return (8 * (1 + self.num_counts) + np.dtype(_ID_DTYPE).itemsize * num_rows
+                + self.wire.itemsize * (num_rows * self.dim + int(np.prod(self.output_shape))))
+
+    def _parts(self, buffer: np.ndarray, offset: int, num_rows: int):
+        """(header, ids, rows, output): views of the message of `num_rows` rows at `offset`."""
+        parts = []
+        for dtype, shape in ((np.int64, (1 + self.num_counts,)), (_ID_DTYPE, (num_rows,)),
+                             (self.wire, (num_rows, self.dim)), (self.wire, self.output_shape)):
+            size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            parts.append(buffer[offset:offset + size].view(dtype).reshape(shape))
+            offset += size
+        return parts
 
 
 class GradientExchange:
@@ -142,7 +176,7 @@ class GradientExchange:
         row_width = row_grads.shape[1]  # dim, plus what the rule sends beside each row
         codec = MessageCodec(len(counts), row_width, output_grad.shape, self.wire_dtype)
         message = codec.encode(RankMessage(np.asarray(counts), ids, row_grads.asnumpy(), output_grad.asnumpy()))
-        gathered = self.world.allgather(message, name="gradients")
+        gathered = self.world.allgather_bytes(message, name="gradients")
         messages = codec.decode_all(gathered)
         merged_ids, merged_rows = sum_rows_by_id([(m.ids, m.rows) for m in messages])
         summed_output = np.sum([m.output.astype(np.float32) for m in messages], axis=0)

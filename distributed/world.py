@@ -14,6 +14,14 @@ its output as Horovod's 1-element placeholder. So every collective here is an al
 to which each rank gives at least one row, and a result shorter than one row per rank is
 taken for what it is (broadcasts are all-gathers too, for that reason: they carry a few
 bytes). Only `broadcast_parameters` uses Horovod's broadcast; the next collective checks it.
+
+The one big collective, a step's gradient messages (`allgather_bytes`), moves its bytes
+through MPI directly when Horovod runs on MPI: Horovod's all-gather of 3.8 MB takes 12 ms
+here, MPI's 3.5 (at 0.2 MB, 2.5 ms against 0.09). A raw MPI collective would not learn that
+a peer stopped (it would wait until the launcher tears the job down, and no rank would say
+why), so the message lengths it needs go first through a Horovod all-gather: once that
+returns, every rank has reached this same collective, and between the two there is only
+this function's own code, so a rank can still die (mpirun then names it) but not stop.
 """
 import os
 from contextlib import contextmanager
@@ -45,6 +53,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     hvd: Optional[object] = None  # the horovod.mxnet module when launched under Horovod
+    mpi: Optional[object] = None  # an mpi4py communicator of the ranks when Horovod runs on MPI
 
     @property
     def is_root(self) -> bool:
@@ -71,6 +80,16 @@ class World:
             gathered = self.hvd.allgather(to_device(array.copy(), mx.cpu()), name=name).asnumpy()
         if gathered.shape[1:] != array.shape[1:] or len(gathered) < self.size:
             raise PeerFailure(f"the {name!r} all-gather failed")
+        return gathered
+
+    def allgather_bytes(self, message: np.ndarray, name: str) -> np.ndarray:
+        """Every rank's uint8 `message` (lengths may differ) concatenated in rank order."""
+        if self.size == 1 or self.mpi is None:
+            return self.allgather(message, name)
+        # Horovod: the lengths, and proof that every rank is here (see the module docstring).
+        lengths = self.allgather(np.array([len(message)], dtype=np.int64), name=f"{name}_lengths").tolist()
+        gathered = np.empty(sum(lengths), dtype=np.uint8)
+        self.mpi.Allgatherv(message, [gathered, lengths])
         return gathered
 
     def broadcast(self, array: np.ndarray, name: str) -> np.ndarray:
@@ -101,4 +120,27 @@ def init_world() -> World:
     # Horovod: initialise once; rank, size and local rank come from the launcher.
     import horovod.mxnet as hvd
     hvd.init()
-    return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd)
+    world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd)
+    world.mpi = _mpi_communicator(world)
+    return world
+
+
+def _mpi_communicator(world: World):
+    """A communicator of Horovod's ranks in Horovod's order for `allgather_bytes`, or None
+    where Horovod runs on Gloo (or its MPI does not allow calls from two threads): every
+    rank agrees, since they must all take the same path.
+
+    Horovod initialised MPI with MPI_THREAD_MULTIPLE (its background thread calls MPI while
+    ours does) and finalizes it at exit; mpi4py only joins, on a communicator of its own.
+    """
+    comm = None
+    if world.hvd.mpi_enabled():
+        import mpi4py
+        mpi4py.rc.initialize = mpi4py.rc.finalize = False
+        from mpi4py import MPI
+        if MPI.Is_initialized() and MPI.Query_thread() == MPI.THREAD_MULTIPLE:
+            comm = MPI.COMM_WORLD
+    usable = comm is not None and (comm.Get_rank(), comm.Get_size()) == (world.rank, world.size)
+    if not world.allgather(np.array([usable], dtype=np.uint8), name="mpi_usable").all():
+        return None
+    return comm.Dup()

@@ -2,18 +2,21 @@
 
 Real `horovodrun -np 2` jobs on real AG News rows: a rank killed with SIGKILL mid-training,
 a rank whose shard was damaged after preprocessing, and runs resumed with another number
-of ranks than they were checkpointed with.
+of ranks than they were checkpointed with. This file is also a Horovod worker whose rank 1
+raises between gradient exchanges (`raise_between_exchanges`).
 """
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
 import psutil
 import pytest
 from conftest import AG_NEWS
-from horovod_jobs import CONTROLLERS, REPO, TRAIN_SETTINGS, assert_same_weights, run, train_command
+from horovod_jobs import (CONTROLLERS, REPO, TRAIN_SETTINGS, assert_same_weights, horovodrun_command, run,
+                          train_command)
 
 from fasttext_horovod.data_pipeline.shards import CorpusSettings, preprocess
 from fasttext_horovod.distributed.training import resume_batch
@@ -139,3 +142,42 @@ def test_damaged_shard_stops_every_rank_with_its_name(tmp_path):
     assert "error: rank 0: stopped because another rank failed" in output, output  # not training on garbage
     assert "Traceback" not in output, output
     assert not (tmp_path / "model" / "checkpoint.npz").exists()
+
+
+def raise_between_exchanges():
+    """This file as a Horovod worker: rank 1 raises before its 6th exchange, rank 0 goes on."""
+    from fasttext_horovod.launch.common import run_cli
+
+    def main():
+        import mxnet as mx
+
+        from fasttext_horovod.data_pipeline.errors import InputError
+        from fasttext_horovod.distributed.exchange import GradientExchange
+        from fasttext_horovod.distributed.world import init_world
+        world = init_world()
+        print(f"rank {world.rank}: exchanging through {'MPI' if world.mpi else 'Horovod'}", flush=True)
+        exchange = GradientExchange(world, (100, 4))
+        for step in range(100):
+            if world.rank == 1 and step == 5:
+                raise InputError("shard", "damaged at step 5")
+            exchange.exchange(np.arange(10) + world.rank, mx.nd.ones((10, 4)), mx.nd.ones((3, 4)), np.array([1]))
+
+    run_cli(main)
+
+
+@pytest.mark.horovod
+@pytest.mark.slow
+def test_rank_raising_between_exchanges_stops_the_rank_waiting_in_mpi():
+    """Under MPI a step's bytes go through a raw MPI collective, which cannot learn that a peer
+    stopped: rank 0, on to its next exchange, still stops with one line instead of waiting there."""
+    done = run(horovodrun_command("mpi", 2, sys.executable, __file__), timeout=2 * STOP_WITHIN_S)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "rank 0: exchanging through MPI" in output, output
+    assert "error: rank 1: shard: damaged at step 5" in output, output
+    assert "error: rank 0: stopped because another rank failed" in output, output
+    assert "Traceback" not in output, output
+
+
+if __name__ == "__main__":
+    raise_between_exchanges()
