@@ -187,16 +187,18 @@ class FastTextClassifier(gluon.HybridBlock):
             loss.backward()
             # Every batch column is used, so the row-sparse gradient holds all U rows in order.
             return loss, rows.grad.data, self.output_matrix.grad(ctx)
-        hidden = to_device(bag_times_rows(host_view(self.input_matrix.data(ctx)), batch.unique_ids, batch.bag_data,
-                                          batch.bag_indices, batch.bag_indptr), ctx)
+        hidden = mx.nd.empty((batch.num_docs, self.dim), ctx=ctx)
+        bag_times_rows(host_view(self.input_matrix.data(ctx)), batch.unique_ids, batch.bag_data, batch.bag_indices,
+                       batch.bag_indptr, host_view(hidden))
         hidden.attach_grad()
         with autograd.record():
             loss = self._hidden_loss(mx.nd, hidden, to_device(batch.targets.astype(np.float32), ctx),
                                      self.output_matrix.data(ctx), self._tree_constants(ctx))
         loss.backward()
-        row_grads = bag_transpose_times(len(batch.unique_ids), batch.bag_data, batch.bag_indices, batch.bag_indptr,
-                                        host_view(hidden.grad))
-        return loss, to_device(row_grads, ctx), self.output_matrix.grad(ctx)
+        row_grads = mx.nd.empty((len(batch.unique_ids), self.dim), ctx=ctx)
+        bag_transpose_times(batch.bag_data, batch.bag_indices, batch.bag_indptr, host_view(hidden.grad),
+                            host_view(row_grads))
+        return loss, row_grads, self.output_matrix.grad(ctx)
 
     def document_losses(self, bag, rows, label_sets: mx.nd.NDArray) -> np.ndarray:
         """Per document, its loss against its whole gold label set: what validation reports.

@@ -25,11 +25,12 @@ def test_bag_products_give_mxnets_bits(dim):
     with autograd.record():
         hidden = mx.nd.sparse.dot(bag, rows)
     hidden.backward(mx.nd.array(grad.astype(np.float32)))
-    np.testing.assert_array_equal(
-        bag_times_rows(matrix, batch.unique_ids, batch.bag_data, batch.bag_indices, batch.bag_indptr), hidden.asnumpy())
-    np.testing.assert_array_equal(
-        bag_transpose_times(len(batch.unique_ids), batch.bag_data, batch.bag_indices, batch.bag_indptr,
-                            grad.astype(np.float32)), rows.grad.asnumpy())
+    ours_hidden = np.full(hidden.shape, np.nan, np.float32)  # every cell must be written
+    bag_times_rows(matrix, batch.unique_ids, batch.bag_data, batch.bag_indices, batch.bag_indptr, ours_hidden)
+    ours_rows = np.full(rows.shape, np.nan, np.float32)
+    bag_transpose_times(batch.bag_data, batch.bag_indices, batch.bag_indptr, grad.astype(np.float32), ours_rows)
+    np.testing.assert_array_equal(ours_hidden, hidden.asnumpy())
+    np.testing.assert_array_equal(ours_rows, rows.grad.asnumpy())
 
 
 @pytest.mark.parametrize("loss", ["softmax", "hs", "ova"])
