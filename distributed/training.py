@@ -19,7 +19,6 @@ from typing import List, Optional
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd
 
 from fasttext_horovod.data_pipeline.batching import Batch, BatchStream
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
@@ -37,7 +36,7 @@ from fasttext_horovod.model.inference import (
 )
 from fasttext_horovod.model.optimizers import build_optimizer
 from fasttext_horovod.model.step_size import choose_optimizer
-from fasttext_horovod.model.tensors import batch_tensors, to_device
+from fasttext_horovod.model.tensors import to_device
 
 from .dashboard import Dashboard, training_hparams
 from .errors import DeadlineReached, NonFiniteLoss, Stopped
@@ -274,15 +273,9 @@ class Trainer:
             no_rows = mx.nd.array(np.zeros((0, self.config.dim), dtype=np.float32), ctx=ctx)
             return (mx.nd.zeros(1, ctx=ctx), self.optimizer.row_message(no_rows, batch.row_doc_counts),
                     mx.nd.zeros(model.output_matrix.shape, ctx=ctx))
-        ids, bag, targets = batch_tensors(batch, ctx)
-        rows = model.gather_rows(ids)
-        rows.attach_grad(stype="row_sparse")
-        with autograd.record():
-            loss = model(bag, rows, targets)
-        loss.backward()
-        # Every batch column is used, so the row-sparse gradient holds all U rows in order.
+        loss, row_grads, output_grad = model.gradients(batch, ctx)
         # The rule decides what travels per row beside the gradient (row-mean SGD: document counts).
-        return loss, self.optimizer.row_message(rows.grad.data, batch.row_doc_counts), model.output_matrix.grad(ctx)
+        return loss, self.optimizer.row_message(row_grads, batch.row_doc_counts), output_grad
 
     def _apply(self, row_ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
         self.optimizer.apply(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads,

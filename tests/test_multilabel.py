@@ -154,20 +154,26 @@ def tiny_model(loss, num_rows=6, dim=4, counts=(5, 3, 2)):
     return model, output
 
 
-def test_ova_gradients_are_fasttexts_per_example_update():
-    """-lr x autograd's gradient of the batch loss = the sum of fastText's per-example ova updates."""
+@pytest.mark.parametrize("whole_block", [False, True])
+def test_ova_gradients_are_fasttexts_per_example_update(whole_block):
+    """-lr x the gradient of the batch loss = the sum of fastText's per-example ova updates, as the
+    CPU computes it (`gradients`: compiled bag products) and differentiating the whole block (other devices)."""
     lr = 0.3
     model, output = tiny_model("ova")
     docs, sets = [np.array([0, 2, 2, 5]), np.array([1, 3])], [[0, 2], [1]]
     batch, bag, rows, targets = tiny_batch(model, docs, sets)
-    rows.attach_grad(stype="row_sparse")  # as training does; MXNet's dense CSR backward drops repeated rows
-    with autograd.record():
-        loss = model(bag, rows, targets)
-    loss.backward()
+    if whole_block:
+        rows.attach_grad(stype="row_sparse")  # as training does; MXNet's dense CSR backward drops repeated rows
+        with autograd.record():
+            loss = model(bag, rows, targets)
+        loss.backward()
+        row_grads = rows.grad
+    else:
+        loss, row_grads, _ = model.gradients(batch, mx.cpu())
     input_matrix = model.input_matrix.data().asnumpy()
     updates = [fasttext_ova_update(input_matrix, output, line, labels, lr) for line, labels in zip(docs, sets)]
     expected_input, expected_output, expected_loss = (sum(parts) for parts in zip(*updates))
-    np.testing.assert_allclose(-lr * rows.grad.asnumpy(), expected_input[batch.unique_ids], atol=1e-6)
+    np.testing.assert_allclose(-lr * row_grads.asnumpy(), expected_input[batch.unique_ids], atol=1e-6)
     np.testing.assert_allclose(-lr * model.output_matrix.grad().asnumpy(), expected_output, atol=1e-6)
     assert loss.asscalar() == pytest.approx(expected_loss, rel=1e-5)
 

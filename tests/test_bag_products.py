@@ -1,0 +1,58 @@
+"""The compiled bag products give the bits of MXNet's sparse `dot`, forward and backward, and so the
+CPU's gradients are those of the whole block."""
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd
+
+from fasttext_horovod.data_pipeline.batching import label_matrix, make_batch
+from fasttext_horovod.model.bag_products import bag_times_rows, bag_transpose_times
+from fasttext_horovod.model.fasttext import FastTextClassifier
+from fasttext_horovod.model.tensors import batch_tensors
+
+
+@pytest.mark.parametrize("dim", [1, 10, 100])
+def test_bag_products_give_mxnets_bits(dim):
+    """Documents that repeat rows, share rows and hold one row; values of many magnitudes."""
+    rng = np.random.default_rng(dim)
+    lengths = np.concatenate([[1, 200], rng.integers(1, 60, size=62)])
+    batch = make_batch(rng.integers(0, 500, size=lengths.sum()), lengths, np.zeros(len(lengths), np.int32), 0)
+    matrix = (rng.normal(size=(1000, dim)) * 10.0 ** rng.integers(-4, 3, size=(1000, 1))).astype(np.float32)
+    grad = (rng.normal(size=(len(lengths), dim)) * 10.0 ** rng.integers(-6, 1, size=(len(lengths), 1)))
+    ids, bag, _ = batch_tensors(batch, mx.cpu())
+    rows = mx.nd.take(mx.nd.array(matrix), ids)
+    rows.attach_grad(stype="row_sparse")  # as the whole block is differentiated
+    with autograd.record():
+        hidden = mx.nd.sparse.dot(bag, rows)
+    hidden.backward(mx.nd.array(grad.astype(np.float32)))
+    ours_hidden = np.full(hidden.shape, np.nan, np.float32)  # every cell must be written
+    bag_times_rows(matrix, batch.unique_ids, batch.bag_data, batch.bag_indices, batch.bag_indptr, ours_hidden)
+    ours_rows = np.full(rows.shape, np.nan, np.float32)
+    bag_transpose_times(batch.bag_data, batch.bag_indices, batch.bag_indptr, grad.astype(np.float32), ours_rows)
+    np.testing.assert_array_equal(ours_hidden, hidden.asnumpy())
+    np.testing.assert_array_equal(ours_rows, rows.grad.asnumpy())
+
+
+@pytest.mark.parametrize("loss", ["softmax", "hs", "ova"])
+def test_cpu_gradients_are_the_whole_blocks_bit_for_bit(loss):
+    """`gradients` on the CPU (compiled bag products, autograd from the hidden layer on) against
+    autograd of the whole block from the gathered rows, as other devices compute them."""
+    rng = np.random.default_rng(7)
+    model = FastTextClassifier(300, 8, [9, 5, 4, 2, 1], loss, seed=3)
+    model.initialize(ctx=mx.cpu())
+    model.output_matrix.set_data(mx.nd.array(rng.normal(size=(5, 8)).astype(np.float32)))
+    lengths = rng.integers(1, 30, size=40)
+    targets = (label_matrix(rng.integers(0, 5, size=80), np.full(40, 2)) if loss == "ova"
+               else rng.integers(0, 5, size=40).astype(np.int32))
+    batch = make_batch(rng.integers(0, 300, size=lengths.sum()), lengths, targets, 0)
+    cpu_loss, cpu_rows, cpu_output = (a.asnumpy() for a in model.gradients(batch, mx.cpu()))
+    ids, bag, targets = batch_tensors(batch, mx.cpu())
+    rows = model.gather_rows(ids)
+    rows.attach_grad(stype="row_sparse")
+    with autograd.record():
+        block_loss = model(bag, rows, targets)
+    block_loss.backward()
+    assert np.abs(cpu_rows).max() > 0 and np.abs(cpu_output).max() > 0
+    np.testing.assert_array_equal(cpu_loss, block_loss.asnumpy())
+    np.testing.assert_array_equal(cpu_rows, rows.grad.asnumpy())
+    np.testing.assert_array_equal(cpu_output, model.output_matrix.grad().asnumpy())
