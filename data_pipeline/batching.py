@@ -8,7 +8,7 @@ updated and, under Horovod, exchanged. Each unique row also carries how many of 
 documents used it, which large-batch update rules normalise by (model/optimizers.py).
 """
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -21,6 +21,25 @@ from .shards import Shard
 # fault-around), so at most ~64 MB stay mapped; every 16,384 documents, the prefetching
 # process held 698 MB of shard pages at Yelp's size.
 DOCS_BETWEEN_PAGE_RELEASES = 1024
+
+
+class PageReleases:
+    """Drops the pages of `shards` read so far from resident memory once every
+    `DOCS_BETWEEN_PAGE_RELEASES` documents read from them (see `Shard.release_pages`)."""
+
+    def __init__(self, shards: Iterable):
+        self.shards = list(shards)
+        self.docs_since_release = 0
+
+    def read(self, num_docs: int):
+        self.docs_since_release += num_docs
+        if self.docs_since_release >= DOCS_BETWEEN_PAGE_RELEASES:  # resident shard pages stay bounded
+            self.release()
+
+    def release(self):
+        for shard in self.shards:
+            shard.release_pages()
+        self.docs_since_release = 0
 
 
 @dataclass
@@ -131,17 +150,13 @@ class BatchStream:
             rng = np.random.default_rng([self.seed, epoch, s])
             orders[s] = rng.permutation(shard.num_docs)
             label_picks[s] = rng.random(shard.num_docs)
-        docs_since_release = 0
+        pages = PageReleases(self.shards.values())
         for j in range(start_batch, self.steps_per_epoch):
             positions = np.arange(j * self.global_batch_size, min((j + 1) * self.global_batch_size, self.num_docs))
             parts = [self._shard_part(s, orders[s], label_picks[s], positions[positions % self.num_shards == s]
                                       // self.num_shards) for s in self.shards]
             rows, lengths, targets, tokens = (np.concatenate(column) for column in zip(*parts))
-            docs_since_release += len(positions)
-            if docs_since_release >= DOCS_BETWEEN_PAGE_RELEASES:  # resident shard pages stay bounded
-                for shard in self.shards.values():
-                    shard.release_pages()
-                docs_since_release = 0
+            pages.read(len(positions))
             yield make_batch(rows, lengths, targets, int(tokens.sum()))
 
     def _shard_part(self, s: int, order: np.ndarray, label_picks: np.ndarray, ks: np.ndarray):

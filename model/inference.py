@@ -10,7 +10,7 @@ from typing import Iterable, List, Optional, Sequence, Union
 import mxnet as mx
 import numpy as np
 
-from fasttext_horovod.data_pipeline.batching import DOCS_BETWEEN_PAGE_RELEASES, label_matrix, make_batch
+from fasttext_horovod.data_pipeline.batching import PageReleases, label_matrix, make_batch
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.normalize import LABEL_PREFIX
@@ -62,17 +62,14 @@ def _scorable(docs: Documents) -> np.ndarray:
 def _batches(model: FastTextClassifier, docs: Documents, chosen: np.ndarray, ctx: mx.Context):
     """(document indices, bag, gathered rows) for the chosen documents, a device batch at a time;
     the pages of a mapped shard read so far are released as training's are."""
-    since_release = 0
+    pages = PageReleases([docs])
     for start in range(0, len(chosen), _PREDICT_BATCH):
         part = chosen[start:start + _PREDICT_BATCH]
         batch = make_batch(*gather_rows(docs.ids, docs.offsets, part), np.zeros(len(part)), 0)
         ids, bag, _ = batch_tensors(batch, ctx)
         yield part, bag, model.gather_rows(ids)
-        since_release += len(part)
-        if since_release >= DOCS_BETWEEN_PAGE_RELEASES:
-            docs.release_pages()
-            since_release = 0
-    docs.release_pages()
+        pages.read(len(part))
+    pages.release()
 
 
 def predict(model: FastTextClassifier, docs: Documents, k: int, ctx: mx.Context,

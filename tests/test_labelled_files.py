@@ -5,6 +5,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from fasttext_horovod.data_pipeline import batching
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.readers import read_records
 from fasttext_horovod.data_pipeline.shards import LABELLED_FILE_PREFIX, CorpusSettings, labelled_file_shard, preprocess
@@ -62,7 +63,7 @@ def test_evaluating_the_shard_in_small_batches_equals_one_batch_in_memory(corpus
                                  shard.label_offsets)
     whole = evaluate(model, in_memory, 2, mx.cpu())
     monkeypatch.setattr(inference, "_PREDICT_BATCH", 7)
-    monkeypatch.setattr(inference, "DOCS_BETWEEN_PAGE_RELEASES", 10)
+    monkeypatch.setattr(batching, "DOCS_BETWEEN_PAGE_RELEASES", 10)
     batched = evaluate(model, shard, 2, mx.cpu())
     assert batched.num_examples == whole.num_examples == shard.num_docs
     assert (batched.accuracy, batched.precision_at_k, batched.recall_at_k) == \
