@@ -22,7 +22,7 @@ from .bag_products import bag_times_rows, bag_transpose_times
 from .checkpoint import RowBlocks
 from .hierarchical_softmax import HuffmanTree, hs_loss, hs_top_k
 from .losses import LOSSES
-from .tensors import batch_tensors, host_view, to_device
+from .tensors import batch_tensors, host_view, huge_page_zeros, to_device
 
 
 _ROWS_PER_COPY = 1 << 20  # input rows a checkpoint copies off the device at once (40 MB at dim 10)
@@ -55,7 +55,18 @@ class CpuStorageParameter(gluon.Parameter):
     Gluon's `_init_impl` draws the initial values into a CPU array and then copies it to
     each context, even the CPU itself: for a 10M x 10 input matrix that held 400 MB twice
     (+456 MB at `initialize`). Elsewhere (a GPU) the copy is the transfer and stays.
+    On the CPU that array is also allocated on huge pages (`tensors.huge_page_zeros`).
     """
+
+    def _finish_deferred_init(self):
+        if self._deferred_init:
+            init, ctx_list, default_init, data = self._deferred_init
+            if data is None and list(ctx_list) == [mx.cpu()]:
+                # What Gluon's own `_finish_deferred_init` does, on memory of our choosing.
+                data = huge_page_zeros(self.shape, self.dtype)
+                mx.init.create(default_init)(mx.init.InitDesc(self.name, {"__init__": init}), data)
+                self._deferred_init = (init, ctx_list, default_init, data)
+        super()._finish_deferred_init()
 
     def _init_impl(self, data, ctx_list):
         ctx_list = list(ctx_list)

@@ -4,6 +4,7 @@
 zero-copy DLPack view costs a tenth of that, which matters at thousands of steps.
 """
 import ctypes
+import mmap
 
 import mxnet as mx
 import numpy as np
@@ -16,6 +17,27 @@ def to_device(array: np.ndarray, ctx: mx.Context) -> mx.nd.NDArray:
     if ctx.device_type == "cpu":
         return mx.nd.from_numpy(np.ascontiguousarray(array), zero_copy=True)
     return mx.nd.array(array, ctx=ctx, dtype=array.dtype)
+
+
+def huge_page_zeros(shape, dtype) -> mx.nd.NDArray:
+    """A zeroed CPU NDArray on fresh anonymous memory advised for transparent huge pages.
+
+    A step reads and writes ~16k random rows of the input matrix (Yelp, bigrams, bucket
+    10M: 400 MB), and with 4 KB pages nearly every row also costs a page-table walk. On 2 MB
+    pages a 16k-row gather takes 1.9 ms instead of 3.3, and the update likewise (this VM).
+    The advice must precede the first touch, hence a mapping of our own rather than
+    MXNet's allocator. Where the kernel has no huge pages (THP `never`) the advice is
+    refused and the memory stays ordinary pages; the values are the same either way.
+    """
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    mapping = mmap.mmap(-1, max(1, count * dtype.itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        mapping.madvise(mmap.MADV_HUGEPAGE)
+    except (AttributeError, OSError):  # no MADV_HUGEPAGE on this platform, or THP disabled
+        pass
+    # The NDArray holds the numpy array, which holds the mapping: unmapped when the NDArray dies.
+    return mx.nd.from_numpy(np.frombuffer(mapping, dtype=dtype, count=count).reshape(shape), zero_copy=True)
 
 
 def host_view(array: mx.nd.NDArray) -> np.ndarray:

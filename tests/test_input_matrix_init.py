@@ -1,9 +1,14 @@
-"""The input matrix's initial values: fastText's seeded uniform, drawn straight into its storage."""
+"""The input matrix's initial values: fastText's seeded uniform, drawn straight into its storage,
+which on the CPU is advised for huge pages."""
+import os
+
 import mxnet as mx
 import numpy as np
+import pytest
 from mxnet import gluon
 
 from fasttext_horovod.model.fasttext import CpuStorageParameter, FastTextClassifier, SeededUniform
+from fasttext_horovod.model.tensors import host_view
 
 
 class RecordingUniform(SeededUniform):
@@ -37,3 +42,28 @@ def test_model_input_matrix_is_the_seeded_uniform_and_a_parameter_of_the_block()
     reference.initialize(ctx=mx.cpu())
     np.testing.assert_array_equal(model.input_matrix.data().asnumpy(), reference.data().asnumpy())
     assert model.collect_params()["fasttext_input_matrix"] is model.input_matrix
+
+
+def _mapping_flags(address: int) -> list:
+    """The VmFlags of this process's mapping that holds `address` (/proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:
+                start, end = (int(bound, 16) for bound in fields[0].split("-"))
+                inside = start <= address < end
+            elif inside and fields[0] == "VmFlags:":
+                return fields[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"),
+                    reason="the kernel has no transparent huge pages")
+def test_cpu_input_matrix_is_advised_for_huge_pages():
+    """The random rows a step gathers and updates cost a page walk each on 4 KB pages (tensors.huge_page_zeros)."""
+    model = FastTextClassifier(100_000, 10, [3, 1], seed=7)
+    model.initialize(ctx=mx.cpu())
+    address = host_view(model.input_matrix.data()).ctypes.data
+    assert "hg" in _mapping_flags(address)
+    assert "hg" not in _mapping_flags(host_view(model.output_matrix.data()).ctypes.data)
