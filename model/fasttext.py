@@ -22,6 +22,7 @@ from .bag_products import bag_times_rows, bag_transpose_times
 from .checkpoint import RowBlocks
 from .hierarchical_softmax import HuffmanTree, hs_loss, hs_top_k
 from .losses import LOSSES
+from .softmax_head import softmax_loss_and_gradients
 from .tensors import batch_tensors, host_view, huge_page_zeros, to_device
 
 
@@ -213,9 +214,10 @@ class FastTextClassifier(gluon.HybridBlock):
         gradient) of a non-empty batch; the output gradient is the parameter's own buffer.
 
         On the CPU the bag products run as compiled loops on the batch's numpy arrays
-        (`bag_products`: MXNet's bits, ~2.5 ms less a step at batch 64) and autograd
-        differentiates the rest of the block from the hidden layer on; elsewhere autograd
-        differentiates the whole block from the gathered rows.
+        (`bag_products`: MXNet's bits, ~2.5 ms less a step at batch 64), and so does the
+        softmax layer (`softmax_head`); hs and ova are differentiated by autograd from the
+        hidden layer on. Elsewhere autograd differentiates the whole block from the gathered
+        rows.
         """
         if ctx.device_type != "cpu":
             ids, bag, targets = batch_tensors(batch, ctx)
@@ -226,18 +228,29 @@ class FastTextClassifier(gluon.HybridBlock):
             loss.backward()
             # Every batch column is used, so the row-sparse gradient holds all U rows in order.
             return loss, rows.grad.data, self.output_matrix.grad(ctx)
-        hidden = mx.nd.empty((batch.num_docs, self.dim), ctx=ctx)
+        hidden = np.empty((batch.num_docs, self.dim), np.float32)
         bag_times_rows(host_view(self.input_matrix.data(ctx)), batch.unique_ids, batch.bag_data, batch.bag_indices,
-                       batch.bag_indptr, host_view(hidden))
+                       batch.bag_indptr, hidden)
+        loss, hidden_grad = self._head_gradients(hidden, batch.targets, ctx)
+        row_grads = mx.nd.empty((len(batch.unique_ids), self.dim), ctx=ctx)
+        bag_transpose_times(batch.bag_data, batch.bag_indices, batch.bag_indptr, hidden_grad, host_view(row_grads))
+        return loss, row_grads, self.output_matrix.grad(ctx)
+
+    def _head_gradients(self, hidden: np.ndarray, targets: np.ndarray, ctx: mx.Context):
+        """(summed loss, its gradient in `hidden`) on the CPU; the output matrix's gradient goes
+        to its parameter's buffer."""
+        output, output_grad = self.output_matrix.data(ctx), self.output_matrix.grad(ctx)
+        if self.loss_name == "softmax":
+            hidden_grad = np.empty_like(hidden)
+            loss = softmax_loss_and_gradients(hidden, host_view(output), targets, hidden_grad, host_view(output_grad))
+            return mx.nd.array([loss], ctx=ctx), hidden_grad
+        hidden = to_device(hidden, ctx)
         hidden.attach_grad()
         with autograd.record():
-            loss = self._hidden_loss(mx.nd, hidden, to_device(batch.targets.astype(np.float32), ctx),
-                                     self.output_matrix.data(ctx), self._tree_constants(ctx))
+            loss = self._hidden_loss(mx.nd, hidden, to_device(targets.astype(np.float32), ctx), output,
+                                     self._tree_constants(ctx))
         loss.backward()
-        row_grads = mx.nd.empty((len(batch.unique_ids), self.dim), ctx=ctx)
-        bag_transpose_times(batch.bag_data, batch.bag_indices, batch.bag_indptr, host_view(hidden.grad),
-                            host_view(row_grads))
-        return loss, row_grads, self.output_matrix.grad(ctx)
+        return loss, hidden.grad.asnumpy()
 
     def document_losses(self, bag, rows, label_sets: mx.nd.NDArray) -> np.ndarray:
         """Per document, its loss against its whole gold label set: what validation reports.
