@@ -243,7 +243,7 @@ class FastTextClassifier(gluon.HybridBlock):
         if self.loss_name == "softmax":
             hidden_grad = np.empty_like(hidden)
             loss = softmax_loss_and_gradients(hidden, host_view(output), targets, hidden_grad, host_view(output_grad))
-            return mx.nd.array([loss], ctx=ctx), hidden_grad
+            return to_device(np.array([loss], np.float32), ctx), hidden_grad
         hidden = to_device(hidden, ctx)
         hidden.attach_grad()
         with autograd.record():
