@@ -148,10 +148,18 @@ class Dashboard:
 
     def _write_drawn(self, wait: bool):
         """Write the figures drawn so far (with `wait`, all of them), in the order they were asked for."""
+        from concurrent.futures.process import BrokenProcessPool
         from tensorboardX.proto.summary_pb2 import Summary
         while self._drawing and (wait or self._drawing[0][2].done()):
             step, wall_time, drawn = self._drawing.popleft()
-            self.writer.file_writer.add_summary(Summary.FromString(drawn.result()), step, wall_time)
+            try:
+                summary = Summary.FromString(drawn.result())
+            except BrokenProcessPool:  # killed with the run's process group (a launcher's SIGTERM): not the run's error
+                from .logs import log
+                log.warning(f"warning: confusion images from step {step} on not written: their drawing process ended")
+                self._drawing.clear()
+                return
+            self.writer.file_writer.add_summary(summary, step, wall_time)
 
     def settings(self, settings: dict):
         if self.writer:
