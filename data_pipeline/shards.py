@@ -17,7 +17,6 @@ import os
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
-from itertools import chain, islice
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -26,7 +25,7 @@ from .dictionary import Dictionary, EncodedLines, TokenTable, table_of_ids
 from .errors import InputError
 from .ragged import gather_rows, offsets_of
 from .normalize import LABEL_PREFIX
-from .readers import EOS, check_readable_file, read_records
+from .readers import EOS, check_readable_file, read_records_of_piece
 from .staging import building_dir, remove_abandoned_builds
 from .vectors import add_pretrained_words
 from .worker_pool import ordered_map, usable_cores
@@ -40,7 +39,6 @@ _PIECE_BYTES = 2 << 20       # text a pass-1 task tokenises
 _TOKENS_PER_BLOCK = 1 << 19  # tokens a pass-2 task encodes (its arrays take ~100 bytes a token)
 LABELLED_FILE_PREFIX = "labelled-"  # a corpus directory's encodings of test and validation files
 _LABELLED_DOCUMENTS = "documents"
-_RECORDS_PER_CHUNK = 4096  # records of a labelled file encoded at once (see `labelled_file_shard`)
 
 
 @dataclass(frozen=True)
@@ -260,25 +258,34 @@ def labelled_file_shard(path: str, dictionary: Dictionary, num_classes: Optional
 
 
 def _write_labelled_file(path: str, dictionary: Dictionary, num_classes: Optional[int], shard_path: str):
-    """Encoded `_RECORDS_PER_CHUNK` records at a time: a whole test set's tokens as Python
-    objects took 1.3 GB at Yelp's size (38,000 documents) before becoming a few MB of ids."""
+    """Read and encoded a piece at a time by preprocessing's compiled kernels (`tokenize_piece`,
+    `encode_positions`): Python's reading and encoding a record at a time took 1.3 s of a Debian
+    run's start (9,381 test documents, 4 MB). Memory stays bounded by a piece (a whole test set's
+    tokens as Python objects took 1.3 GB at Yelp's size)."""
+    from .file_pieces import record_pieces, tokenize_piece  # numba: the trainer and evaluation have it already
+    from .line_encoding import encode_positions
     writer = _ShardWriter(shard_path)
-    records = iter(read_records(path, num_classes))
-    while chunk := list(islice(records, _RECORDS_PER_CHUNK)):
-        gold = []
-        for record in chunk:
-            label_ids = [dictionary.label_id(label) for label in record.labels]
-            if -1 in label_ids:
-                unknown = record.labels[label_ids.index(-1)][len(LABEL_PREFIX):].decode()
-                raise InputError(path, f"class {unknown!r} was not in the training data", record.line)
-            gold.append(label_ids)
-        encoded = dictionary.encode_lines([record.words for record in chunk])
-        writer.add(DocumentRows(encoded.ids.astype(np.int32), np.diff(encoded.offsets), encoded.num_tokens,
-                                np.fromiter(chain.from_iterable(gold), dtype=np.int32),
-                                np.fromiter(map(len, gold), dtype=np.int64, count=len(gold))))
+    for piece in record_pieces(path, _PIECE_BYTES, num_classes):
+        tokens = tokenize_piece(piece).tokens
+        table = dictionary.table(tokens.tokens, tokens.hashes)
+        if np.any(table.is_label & (table.label_ids < 0)):
+            _raise_unknown_label(piece, dictionary)
+        rows = DocumentRows.of(encode_positions(dictionary, tokens.positions, tokens.lengths, table),
+                               np.arange(len(tokens.lengths)))
+        rows.num_tokens -= rows.label_counts  # a labelled file's documents count their words read, as before
+        writer.add(rows)
     if not writer.num_docs:
         raise InputError(path, "no documents: the file is empty")
     writer.close()
+
+
+def _raise_unknown_label(piece, dictionary: Dictionary):
+    """The error for the piece's first record with a label the dictionary does not know, naming its line."""
+    for record in read_records_of_piece(piece.path, piece.data, piece.first_line, piece.num_classes):
+        unknown = [label for label in record.labels if dictionary.label_id(label) < 0]
+        if unknown:
+            raise InputError(piece.path, f"class {unknown[0][len(LABEL_PREFIX):].decode()!r} was not in the "
+                                         "training data", record.line)
 
 
 def held_out_lines(num_lines: int, fraction: float, seed: int) -> np.ndarray:

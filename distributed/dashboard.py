@@ -8,6 +8,8 @@ HParams entry (`training_hparams`, TRAINING_METRICS); the confusion matrices as 
 tables; the settings as text.
 """
 import json
+import time
+from collections import deque
 from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
@@ -111,6 +113,8 @@ class Dashboard:
 
     def __init__(self, logdir: Optional[str], enabled: bool):
         self.writer = None
+        self._drawer = None        # the process drawing confusion figures, started by the first one
+        self._drawing = deque()    # (step, wall time, future of the image summary), in submission order
         if logdir and enabled:
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(logdir)
@@ -121,12 +125,41 @@ class Dashboard:
                 self.writer.add_scalar(tag, value, step)
 
     def confusion(self, step: int, matrix: np.ndarray, names: Sequence[str], split: str = "test"):
+        """The matrix as a table now and as an image once drawn: the figure is drawn in a process of
+        its own (1.6 s an epoch of a Debian run's critical path at 44 classes, under load), and its
+        event is written by a later `flush` or `close`, with this step and this wall time."""
         if self.writer:
-            from .confusion_plot import confusion_figure
+            from .confusion_plot import confusion_summary
             title = {"test": "test set", "valid": "validation set"}.get(split, split)
-            self.writer.add_image(f"{split}/confusion_matrix", confusion_figure(matrix, names, title), step,
-                                  dataformats="HWC")
-            self.writer.add_text(f"{split}/confusion_matrix", confusion_markdown(matrix, names), step)
+            tag = f"{split}/confusion_matrix"
+            self._drawing.append((step, time.time(), self._drawing_process().submit(
+                confusion_summary, tag, np.asarray(matrix), list(names), title)))
+            self.writer.add_text(tag, confusion_markdown(matrix, names), step)
+
+    def _drawing_process(self):
+        if self._drawer is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            from .confusion_plot import ignore_interrupts
+            # Spawned, not forked: the trainer holds MXNet's threads and a 400 MB input matrix.
+            self._drawer = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=ignore_interrupts)
+        return self._drawer
+
+    def _write_drawn(self, wait: bool):
+        """Write the figures drawn so far (with `wait`, all of them), in the order they were asked for."""
+        from concurrent.futures.process import BrokenProcessPool
+        from tensorboardX.proto.summary_pb2 import Summary
+        while self._drawing and (wait or self._drawing[0][2].done()):
+            step, wall_time, drawn = self._drawing.popleft()
+            try:
+                summary = Summary.FromString(drawn.result())
+            except BrokenProcessPool:  # killed with the run's process group (a launcher's SIGTERM): not the run's error
+                from .logs import log
+                log.warning(f"warning: confusion images from step {step} on not written: their drawing process ended")
+                self._drawing.clear()
+                return
+            self.writer.file_writer.add_summary(summary, step, wall_time)
 
     def settings(self, settings: dict):
         if self.writer:
@@ -164,8 +197,14 @@ class Dashboard:
 
     def flush(self):
         if self.writer:
+            self._write_drawn(wait=False)
             self.writer.flush()
 
     def close(self):
         if self.writer:
-            self.writer.close()
+            try:
+                self._write_drawn(wait=True)
+            finally:
+                if self._drawer is not None:
+                    self._drawer.shutdown(wait=True, cancel_futures=True)
+                self.writer.close()

