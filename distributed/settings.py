@@ -69,8 +69,9 @@ class TrainConfig:
     optimizer: str = setting("auto", "sgd: fastText's (summed gradients, per-example lr); rowmean: fastText's "
                                      "SGD on each row's gradient summed over the k documents using it / k^0.75, "
                                      "Adagrad on the output matrix, for large global batches; adagrad: row-wise "
-                                     "Adagrad; auto: sgd up to 64 documents a step (all ranks together), rowmean "
-                                     "above", RUN,
+                                     "Adagrad; nesterov: rowmean with lazy Nesterov momentum 0.9 on the rows; auto: "
+                                     "sgd up to 64 documents a step (all ranks together), rowmean up to 4,095, "
+                                     "nesterov from 4,096", RUN,
                              choices=OPTIMIZERS)
     seed: int = setting(0, "seeds initialisation, shuffling and held-out draws", RUN)
     gpu: Optional[int] = setting(None, "GPU index for one process (under Horovod: the local rank's GPU)", RUN)

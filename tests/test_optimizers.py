@@ -3,9 +3,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from fasttext_horovod.model.optimizers import (DOCUMENT_EXPONENT, RowAdagrad, RowMeanSGD, SummedSGD, build_optimizer,
-                                                sparse_sgd_step, warmup_then_decay_lr)
-from fasttext_horovod.model.step_size import LARGEST_SGD_GLOBAL_BATCH, choose_optimizer, default_lr
+from fasttext_horovod.model.optimizers import (DOCUMENT_EXPONENT, MOMENTUM, RowAdagrad, RowMeanNesterov, RowMeanSGD,
+                                                SummedSGD, _nesterov_rows_with_operators, build_optimizer,
+                                                nesterov_rows_step, sparse_sgd_step, warmup_then_decay_lr)
+from fasttext_horovod.model.step_size import (DEFAULT_LR, LARGEST_SGD_GLOBAL_BATCH, SMALLEST_MOMENTUM_GLOBAL_BATCH,
+                                              choose_optimizer, default_lr)
 
 ROWS, DIM, LABELS = 1000, 4, 3
 
@@ -27,9 +29,11 @@ def apply(rule, weight, output, ids, grads, output_grad, lr, doc_counts=None):
     return input_matrix.asnumpy(), output_matrix.asnumpy()
 
 
-def test_auto_keeps_fasttext_sgd_for_small_global_batches_and_row_mean_sgd_above():
+def test_auto_keeps_fasttext_sgd_for_small_global_batches_row_mean_sgd_above_and_momentum_from_4096():
     assert choose_optimizer("auto", LARGEST_SGD_GLOBAL_BATCH) == "sgd"
     assert choose_optimizer("auto", LARGEST_SGD_GLOBAL_BATCH + 1) == "rowmean"
+    assert choose_optimizer("auto", SMALLEST_MOMENTUM_GLOBAL_BATCH - 1) == "rowmean"
+    assert SMALLEST_MOMENTUM_GLOBAL_BATCH == 4096 and choose_optimizer("auto", 4096) == "nesterov"
     assert choose_optimizer("sgd", 8192) == "sgd" and choose_optimizer("adagrad", 8) == "adagrad"
 
 
@@ -37,6 +41,8 @@ def test_default_lr_follows_the_rule_and_the_batch():
     assert default_lr("auto", 64) == 0.1 and default_lr("auto", 64, sgd_lr=0.5) == 0.5
     assert default_lr("auto", 1024, sgd_lr=0.5) == default_lr("rowmean", 1024) != 0.5
     assert default_lr("rowmean", 4096) == default_lr("rowmean", 1024) > default_lr("rowmean", 256) > 0
+    assert default_lr("auto", 4096) == default_lr("nesterov", 4096) == DEFAULT_LR["nesterov"] == 2.0
+    assert default_lr("auto", 4095) == default_lr("rowmean", 4095)
 
 
 def test_adagrad_rate_warms_up_then_decays_to_zero():
@@ -168,3 +174,120 @@ def test_row_mean_sgd_state_is_the_output_history_and_round_trips():
     restored = build_optimizer("rowmean", ROWS, (LABELS, DIM), mx.cpu(), 1024)
     restored.load_state_arrays(np.array([9]), saved)
     np.testing.assert_array_equal(restored.output.history.asnumpy(), rule.output.history.asnumpy())
+
+
+def nesterov_reference(weight, velocity, last_step, step, ids, grads, docs, lr, momentum=MOMENTUM):
+    """Lazy Nesterov in numpy (float64): decay a touched row's velocity by the steps since it was last
+    touched, add its gradient (sum / documents ** exponent), step by g + momentum x velocity."""
+    weight, velocity, last_step = weight.copy(), velocity.copy(), last_step.copy()
+    g = grads / np.asarray(docs, np.float64)[:, None] ** DOCUMENT_EXPONENT
+    velocity[ids] = momentum ** (step - last_step[ids])[:, None] * velocity[ids] + g
+    last_step[ids] = step
+    weight[ids] -= lr * (g + momentum * velocity[ids])
+    return weight, velocity, last_step
+
+
+def nesterov_steps(rule, steps, weight, output):
+    """`steps` [(ids, grads, docs, output_grad, lr)] of `rule` on numpy arrays; the final weight and output."""
+    input_matrix, output_matrix = mx.nd.array(weight), mx.nd.array(output)
+    for ids, grads, docs, output_grad, lr in steps:
+        rule.apply(input_matrix, mx.nd.array(ids, dtype=np.int64), rule.row_message(mx.nd.array(grads), docs),
+                   output_matrix, mx.nd.array(output_grad), lr)
+    return input_matrix.asnumpy(), output_matrix.asnumpy()
+
+
+def random_steps(seed, count, rows=ROWS):
+    """`count` steps touching random sorted rows (row 0 in the first and the last only: a gap)."""
+    rng = np.random.default_rng(seed)
+    steps = []
+    for step in range(count):
+        ids = np.sort(rng.choice(np.arange(1, rows), 20, replace=False))
+        if step in (0, count - 1):
+            ids = np.concatenate([[0], ids])
+        steps.append((ids, rng.normal(size=(len(ids), DIM)).astype(np.float32), rng.integers(1, 50, len(ids)),
+                      rng.normal(size=(LABELS, DIM)).astype(np.float32), float(rng.uniform(0.1, 2.0))))
+    return steps
+
+
+def test_nesterov_rule_is_lazy_nesterov_on_touched_rows_and_row_mean_sgds_output_adagrad():
+    rng = np.random.default_rng(6)
+    weight = rng.normal(size=(ROWS, DIM)).astype(np.float32)
+    output = rng.normal(size=(LABELS, DIM)).astype(np.float32)
+    steps = random_steps(7, 6, rows=60)
+    rule = build_optimizer("nesterov", ROWS, (LABELS, DIM), mx.cpu(), 4096)
+    new_weight, new_output = nesterov_steps(rule, steps, weight, output)
+    expected = weight.astype(np.float64), np.zeros((ROWS, DIM)), np.zeros(ROWS, np.int64)
+    for step, (ids, grads, docs, _, lr) in enumerate(steps, start=1):
+        expected = nesterov_reference(*expected, step, ids, grads, docs, lr)
+    np.testing.assert_allclose(new_weight, expected[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rule.velocity.asnumpy(), expected[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(rule.last_step.asnumpy(), expected[2])
+    assert rule.step == 6 and rule.last_step.asnumpy()[0] == 6  # row 0: touched at steps 1 and 6
+    np.testing.assert_array_equal(new_weight[60:], weight[60:])  # untouched rows: no move, no velocity
+    assert not rule.velocity.asnumpy()[60:].any()
+    # The output matrix: row-mean SGD's Adagrad at row-mean SGD's share of the rate.
+    row_mean = build_optimizer("rowmean", ROWS, (LABELS, DIM), mx.cpu(), 4096)
+    assert rule.output_lr_share == row_mean.output_lr_share < 1
+    np.testing.assert_array_equal(new_output, nesterov_steps(row_mean, steps, weight, output)[1])
+
+
+def test_nesterov_rule_without_momentum_is_row_mean_sgd_bit_for_bit():
+    """The gradient a row's velocity takes is row-mean SGD's: sum / documents ** exponent, the same bits."""
+    rng = np.random.default_rng(8)
+    weight, output = rng.normal(size=(ROWS, DIM)).astype(np.float32), np.zeros((LABELS, DIM), np.float32)
+    steps = random_steps(9, 3)
+    plain = nesterov_steps(RowMeanNesterov(ROWS, (LABELS, DIM), mx.cpu(), momentum=0.0), steps, weight, output)
+    np.testing.assert_array_equal(plain[0], nesterov_steps(RowMeanSGD((LABELS, DIM), mx.cpu()), steps, weight,
+                                                           output)[0])
+
+
+def test_nesterov_operators_give_the_bits_of_the_cpu_loop():
+    """The MXNet-operator path (non-CPU devices; run here on the CPU) against the compiled loop."""
+    rng = np.random.default_rng(10)
+    weight = rng.normal(size=(ROWS, DIM)).astype(np.float32)
+    state = [[mx.nd.array(weight), mx.nd.zeros((ROWS, DIM)), mx.nd.zeros(ROWS, dtype=np.int32)] for _ in range(2)]
+    for step, (ids, grads, docs, _, lr) in enumerate(random_steps(11, 5), start=1):
+        message = mx.nd.array(np.concatenate([grads, docs[:, None]], axis=1).astype(np.float32))
+        divisors, ids = message[:, DIM:] ** DOCUMENT_EXPONENT, mx.nd.array(ids, dtype=np.int64)
+        nesterov_rows_step(*state[0], ids, message, divisors, step, MOMENTUM, lr)
+        _nesterov_rows_with_operators(*state[1], ids, message, divisors, step, MOMENTUM, lr)
+    assert not np.array_equal(state[0][0].asnumpy(), weight)
+    for loop, operators in zip(*state):
+        np.testing.assert_array_equal(loop.asnumpy(), operators.asnumpy())
+
+
+def test_nesterov_state_of_touched_rows_and_the_step_count_round_trips_mid_run():
+    """Stopped after 3 steps and restored into a fresh rule from the touched rows' state, it continues as
+    the unstopped rule does, bit for bit; a step at lr 0 with its rows' state restored changes nothing."""
+    weight, output = np.zeros((ROWS, DIM), np.float32), np.zeros((LABELS, DIM), np.float32)
+    steps = random_steps(12, 6)
+    whole = build_optimizer("nesterov", ROWS, (LABELS, DIM), mx.cpu(), 4096)
+    expected = nesterov_steps(whole, steps, weight, output)
+
+    first = build_optimizer("nesterov", ROWS, (LABELS, DIM), mx.cpu(), 4096)
+    weight, output = nesterov_steps(first, steps[:3], weight, output)
+    touched = np.unique(np.concatenate([ids for ids, *_ in steps[:3]]))
+    saved = first.state_arrays(touched)
+    assert set(saved) == {"output_history", "row_velocity", "row_last_step", "optimizer_step"}
+    assert saved["row_velocity"].shape == (len(touched), DIM) and saved["optimizer_step"].tolist() == [3]
+    resumed = build_optimizer("nesterov", ROWS, (LABELS, DIM), mx.cpu(), 4096)
+    resumed.load_state_arrays(touched, saved)
+
+    ids, grads, docs, output_grad, _ = steps[3]
+    before = resumed.state_arrays(ids)
+    unchanged = nesterov_steps(resumed, [(ids, grads, docs, output_grad, 0.0)], weight, output)
+    resumed.load_state_arrays(ids, before)
+    np.testing.assert_array_equal(unchanged[0], weight)
+    assert resumed.step == 3
+
+    for got, want in zip(nesterov_steps(resumed, steps[3:], weight, output), expected):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(resumed.velocity.asnumpy(), whole.velocity.asnumpy())
+    np.testing.assert_array_equal(resumed.last_step.asnumpy(), whole.last_step.asnumpy())
+
+
+def test_only_the_nesterov_rule_holds_per_row_velocity():
+    assert not hasattr(build_optimizer("rowmean", ROWS, (LABELS, DIM), mx.cpu(), 1024), "velocity")
+    rule = build_optimizer("nesterov", ROWS, (LABELS, DIM), mx.cpu(), 4096)
+    assert rule.velocity.shape == (ROWS, DIM) and rule.velocity.dtype == np.float32
+    assert rule.last_step.shape == (ROWS,) and rule.last_step.dtype == np.int32
