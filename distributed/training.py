@@ -26,7 +26,13 @@ from fasttext_horovod.data_pipeline.prefetch import DirectStream, PrefetchingStr
 from fasttext_horovod.data_pipeline.readers import detect_format, read_class_names
 from fasttext_horovod.data_pipeline.shards import Shard, labelled_file_shard
 from fasttext_horovod.data_pipeline.vectors import read_vectors
-from fasttext_horovod.model.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
+from fasttext_horovod.model.checkpoint import (
+    CheckpointError,
+    check_optimizer_state,
+    checkpoint_meta,
+    load_checkpoint,
+    save_checkpoint,
+)
 from fasttext_horovod.model.fasttext import trains_on_all_labels
 from fasttext_horovod.model.inference import (
     CHECKPOINT_FILE,
@@ -213,6 +219,7 @@ class Trainer:
             raise CheckpointError(f"{self.checkpoint_path}: cannot resume, the checkpoint trained with --optimizer "
                                   f"{saved_optimizer} and this run would use {self.optimizer.name} (global batch "
                                   f"{self.global_batch_size}): give --optimizer {saved_optimizer}")
+        check_optimizer_state(self.checkpoint_path, arrays, self.optimizer.state_arrays(arrays["input_rows"]))
         self._load_weights(arrays)
         self.optimizer.load_state_arrays(arrays["input_rows"], arrays)
         self.progress = Progress(**meta["progress"])

@@ -280,6 +280,20 @@ def check_model_arrays(path: str, arrays: Dict[str, np.ndarray], meta: dict) -> 
                               f"more than this machine can give a model ({memory_budget() / 2 ** 30:.1f} GiB)")
 
 
+def check_optimizer_state(path: str, arrays: Dict[str, np.ndarray], expected: Dict[str, np.ndarray]) -> None:
+    """Refuse optimizer state unlike what the resuming rule keeps for the same rows (`expected`:
+    its fresh state for the checkpoint's rows): MXNet's scatter of a misshapen array fails with
+    a traceback, and non-finite state poisons every row it touches."""
+    for name, like in expected.items():
+        got = arrays.get(name)
+        if got is None or got.shape != like.shape or got.dtype != like.dtype:
+            found = "missing" if got is None else f"{got.dtype} of shape {got.shape}"
+            raise CheckpointError(f"{path}: damaged checkpoint: optimizer state {name!r} is {found}, expected "
+                                  f"{like.dtype} of shape {like.shape}")
+        if got.dtype.kind == "f" and not np.isfinite(got).all():
+            raise CheckpointError(f"{path}: damaged checkpoint: optimizer state {name!r} is not finite")
+
+
 def _tokens(packed: np.ndarray) -> List[bytes]:
     """Tokens as `Dictionary.to_arrays` packs them: joined by newlines."""
     data = packed.tobytes()

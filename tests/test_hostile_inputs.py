@@ -364,3 +364,29 @@ def test_full_logdir_does_not_cost_the_epoch_checkpoint(tmp_path, tiny_data_dir)
     assert "Traceback" not in done.stderr, done.stderr  # tensorboardX's writer thread and exit handler included
     arrays, meta = load_checkpoint(str(model_dir / "checkpoint.npz"))
     assert meta["progress"]["epoch"] == 1 and len(arrays["input_rows"]) > 0
+
+
+def _shorter_row_history(arrays):
+    arrays["row_history"] = arrays["row_history"][:-1]
+
+
+def _infinite_output_history(arrays):
+    arrays["output_history"][0, 0] = np.inf
+
+
+@pytest.mark.slow  # a training run and a resume for each case
+@pytest.mark.parametrize("change, reason", [(_shorter_row_history, "optimizer state 'row_history'"),
+                                            (_infinite_output_history, "'output_history' is not finite")])
+def test_resume_from_checkpoint_with_damaged_optimizer_state_is_refused(tmp_path, tiny_data_dir, change, reason):
+    """Adagrad's per-row history must match the checkpoint's rows: MXNet's scatter of another
+    shape ends in a traceback."""
+    settings = (*TINY_SETTINGS, "--optimizer", "adagrad", "--cache-dir", tmp_path / "cache")
+    trained = tmp_path / "trained"
+    done = run_cli("train", "--train", tiny_data_dir / "train.csv", "--model-dir", trained, *settings)
+    assert done.returncode == 0, done.stderr
+    model_dir = crafted_model(tmp_path, trained, "crafted", change)
+    before = checkpoint_bytes(model_dir)
+    done = run_cli("train", "--train", tiny_data_dir / "train.csv", "--model-dir", model_dir, "--resume", *settings)
+    assert done.returncode == 2, done.stderr
+    assert_clean_failure(done, f"error: {model_dir / 'checkpoint.npz'}: damaged checkpoint", reason)
+    assert checkpoint_bytes(model_dir) == before
