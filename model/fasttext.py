@@ -23,7 +23,7 @@ from .checkpoint import RowBlocks
 from .hierarchical_softmax import HuffmanTree, hs_loss, hs_top_k
 from .losses import LOSSES
 from .softmax_head import softmax_loss_and_gradients
-from .tensors import batch_tensors, host_view, huge_page_zeros, to_device
+from .tensors import batch_tensors, host_view, huge_page_zeros, set_rows, to_device
 
 
 _ROWS_PER_COPY = 1 << 20  # input rows a checkpoint copies off the device at once (40 MB at dim 10)
@@ -172,10 +172,7 @@ class FastTextClassifier(gluon.HybridBlock):
 
     def set_input_rows(self, ids: np.ndarray, values: np.ndarray):
         """`input_matrix[ids] = values` (unique int64 ids, (len(ids), dim) values)."""
-        if not len(ids):
-            return
-        matrix = self.input_matrix.data()
-        matrix[mx.nd.array(ids, dtype=np.int64, ctx=matrix.context)] = mx.nd.array(values, ctx=matrix.context)
+        set_rows(self.input_matrix.data(), ids, values)
 
     def hidden(self, F, bag, rows):
         """Mean of each document's input rows (fastText's `computeHidden`)."""

@@ -37,7 +37,7 @@ import numba
 import numpy as np
 
 from .step_size import row_mean_output_share
-from .tensors import host_view, to_device
+from .tensors import host_view, rows_of, set_rows, to_device
 
 WARMUP = 0.1         # share of training (in tokens) over which the large-batch rules' rate rises from 0
 # Row-mean SGD divides a row's summed gradient by (documents using it) ** this: 1 is the mean, 0 the sum.
@@ -218,17 +218,12 @@ class RowAdagrad:
 
     def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
         """The history of `row_ids` (a checkpoint's input rows) and the whole output history."""
-        ids = mx.nd.array(row_ids, dtype=np.int64, ctx=self.row_history.context)
-        return {"row_history": mx.nd.take(self.row_history, ids).asnumpy(),
-                "output_history": self.output.history.asnumpy()}
+        return {"row_history": rows_of(self.row_history, row_ids), "output_history": self.output.history.asnumpy()}
 
     def load_state_arrays(self, row_ids: np.ndarray, arrays: Dict[str, np.ndarray]):
         """Inverse of `state_arrays` on a zero state; other rows keep their (zero) history."""
-        ctx = self.row_history.context
-        if len(row_ids):
-            self.row_history[mx.nd.array(row_ids, dtype=np.int64, ctx=ctx)] = mx.nd.array(arrays["row_history"],
-                                                                                          ctx=ctx)
-        self.output.history[:] = mx.nd.array(arrays["output_history"], ctx=ctx)
+        set_rows(self.row_history, row_ids, arrays["row_history"])
+        self.output.history[:] = mx.nd.array(arrays["output_history"], ctx=self.row_history.context)
 
 
 class RowMeanSGD:
@@ -326,25 +321,15 @@ class RowMeanNesterov(RowMeanSGD):
     def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
         """The velocity and last step of `row_ids` (a checkpoint's input rows), the step counter and
         the output history."""
-        dim = self.velocity.shape[1]
-        rows = {"row_velocity": np.zeros((0, dim), np.float32), "row_last_step": np.zeros(0, np.int32)}
-        if len(row_ids):  # MXNet's take rejects zero-length indices
-            ids = mx.nd.array(row_ids, dtype=np.int64, ctx=self.velocity.context)
-            rows = {"row_velocity": mx.nd.take(self.velocity, ids).asnumpy(),
-                    "row_last_step": mx.nd.take(self.last_step, ids).asnumpy()}
-        return {**super().state_arrays(row_ids), **rows, "optimizer_step": np.array([self.step], np.int64)}
+        return {**super().state_arrays(row_ids), "row_velocity": rows_of(self.velocity, row_ids),
+                "row_last_step": rows_of(self.last_step, row_ids), "optimizer_step": np.array([self.step], np.int64)}
 
     def load_state_arrays(self, row_ids: np.ndarray, arrays: Dict[str, np.ndarray]):
         """Inverse of `state_arrays`: `row_ids`' rows and the counter; other rows keep their state."""
         super().load_state_arrays(row_ids, arrays)
         self.step = int(arrays["optimizer_step"][0])
-        if len(row_ids):
-            ctx = self.velocity.context
-            ids = mx.nd.array(row_ids, dtype=np.int64, ctx=ctx)
-            mx.nd.contrib.index_copy(self.velocity, ids, mx.nd.array(arrays["row_velocity"], ctx=ctx),
-                                     out=self.velocity)
-            mx.nd.contrib.index_copy(self.last_step, ids, mx.nd.array(arrays["row_last_step"], ctx=ctx,
-                                                                      dtype=np.int32), out=self.last_step)
+        set_rows(self.velocity, row_ids, arrays["row_velocity"])
+        set_rows(self.last_step, row_ids, arrays["row_last_step"])
 
 
 def build_optimizer(name: str, num_input_rows: int, output_shape, ctx: mx.Context, global_batch: int):

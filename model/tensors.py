@@ -59,6 +59,21 @@ def host_view(array: mx.nd.NDArray) -> np.ndarray:
     return np.frombuffer(buffer, dtype=dtype).reshape(array.shape)
 
 
+def rows_of(array: mx.nd.NDArray, row_ids: np.ndarray) -> np.ndarray:
+    """`array[row_ids]` copied to numpy (per-row state and weights for a checkpoint); any row count."""
+    if not len(row_ids):  # MXNet's take rejects zero-length indices
+        return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+    return mx.nd.take(array, mx.nd.array(row_ids, dtype=np.int64, ctx=array.context)).asnumpy()
+
+
+def set_rows(array: mx.nd.NDArray, row_ids: np.ndarray, values: np.ndarray):
+    """`array[row_ids] = values` (unique int64 ids), in `array`'s dtype; inverse of `rows_of`."""
+    if not len(row_ids):
+        return
+    ctx = array.context
+    array[mx.nd.array(row_ids, dtype=np.int64, ctx=ctx)] = mx.nd.array(values, dtype=array.dtype, ctx=ctx)
+
+
 def batch_tensors(batch: Batch, ctx: mx.Context):
     """(unique row ids, CSR bag matrix, targets) of a batch as NDArrays on `ctx`.
 
