@@ -112,7 +112,10 @@ def preprocessing_peak_mb(train: Path, cache: Path) -> float:
 
     Measured inside that process (VmHWM, RUSAGE_CHILDREN): the kernel's count for a child
     seen from here would include this test process's size, which a vforked child carries
-    across exec.
+    across exec. glibc's mmap threshold is fixed there: left dynamic, it rises as large
+    result buffers are freed, and the heap then keeps later ones after they are freed, a
+    retention that depends on the order of frees. It moved the larger corpus's peak between
+    216 and 232 MB from run to run; with the threshold fixed, 197 to 201 MB.
     """
     code = ("import sys, resource\n"
             "from fasttext_horovod.data_pipeline.shards import CorpusSettings, preprocess\n"
@@ -120,7 +123,7 @@ def preprocessing_peak_mb(train: Path, cache: Path) -> float:
             "own = [int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')][0]\n"
             "print(max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)\n")
     done = subprocess.run([sys.executable, "-c", code, str(train), str(cache)], cwd=REPO, capture_output=True,
-                          text=True, check=True)
+                          text=True, check=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
     return float(done.stdout)
 
 
@@ -130,15 +133,13 @@ def test_a_four_times_larger_corpus_does_not_raise_the_preprocessing_peak(tmp_pa
 
     How full the bounded buffers get depends on scheduling, so each size keeps its lower
     peak of two runs; the smaller corpus has enough pieces and blocks to fill them (7 and 6,
-    more than the 5 in flight), else it measures less than the bound. The allowance is 8%:
-    with the dictionary no longer Python objects the peak is ~200 MB, and glibc's heap keeps
-    some freed result buffers (its mmap threshold rises as they are freed), which measured
-    +2% to +6% here, run to run. (Holding the corpus, as preprocessing once did, took +88%.)
+    more than the 5 in flight), else it measures less than the bound. The allowance is the
+    issue's 10% (Amazon against Yelp); holding the corpus, as preprocessing once did, took +88%.
     """
     small, large = synthetic_train_csv(tmp_path, 4), synthetic_train_csv(tmp_path, 16)
     small_peak = min(preprocessing_peak_mb(small, tmp_path / f"cache-small-{run}") for run in range(2))
     large_peak = min(preprocessing_peak_mb(large, tmp_path / f"cache-large-{run}") for run in range(2))
-    assert large_peak <= 1.08 * small_peak, (small_peak, large_peak)
+    assert large_peak <= 1.10 * small_peak, (small_peak, large_peak)
 
 
 def test_a_worker_killed_mid_file_is_one_error_line_and_leaves_nothing(tmp_path):
