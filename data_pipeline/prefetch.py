@@ -12,6 +12,7 @@ would be copied (the child would still map the old one), doubling the largest al
 over an epoch. The child never touches MXNet or Horovod. At most `depth` batches wait, so
 memory stays bounded.
 """
+import itertools
 import multiprocessing
 import pickle
 import queue
@@ -57,6 +58,27 @@ def _serve(stream: BatchStream, requests, ready, cancel) -> None:
         ready.put(_END)
     ready.close()
     ready.join_thread()
+
+
+class Lookahead:
+    """An iterator that can be told to take its next item early (`fetch_next`): the step
+    loop assembles the next batch while this step's gradient exchange is under way."""
+
+    def __init__(self, items: Iterator):
+        self._items = iter(items)
+        self._fetched = []  # at most one item, taken early
+
+    def __iter__(self) -> "Lookahead":
+        return self
+
+    def __next__(self):
+        if self._fetched:
+            return self._fetched.pop()
+        return next(self._items)
+
+    def fetch_next(self) -> None:
+        if not self._fetched:
+            self._fetched.extend(itertools.islice(self._items, 1))
 
 
 class DirectStream:

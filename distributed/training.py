@@ -15,14 +15,14 @@ import os
 import signal
 import time
 from dataclasses import asdict, astuple, dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import mxnet as mx
 import numpy as np
 
 from fasttext_horovod.data_pipeline.batching import Batch, BatchStream
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
-from fasttext_horovod.data_pipeline.prefetch import DirectStream, PrefetchingStream
+from fasttext_horovod.data_pipeline.prefetch import DirectStream, Lookahead, PrefetchingStream
 from fasttext_horovod.data_pipeline.readers import detect_format, read_class_names
 from fasttext_horovod.data_pipeline.shards import Shard, labelled_file_shard
 from fasttext_horovod.data_pipeline.vectors import read_vectors
@@ -288,13 +288,19 @@ class Trainer:
         self.optimizer.apply(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads,
                              self.model.output_matrix.data(self.ctx), output_grad, lr)
 
-    def _step(self, batch: Batch, lr: float, signalled: bool, late: bool):
+    def _step(self, batch: Batch, lr: float, signalled: bool, late: bool, prepare_next: Callable[[], None]):
         """One SGD step; returns (summed loss of this rank's documents,
-        global [docs, tokens, ranks signalled, ranks past the deadline])."""
+        global [docs, tokens, ranks signalled, ranks past the deadline]).
+
+        `prepare_next` runs while the exchange is under way: it must not use MXNet.
+        """
         loss, row_grads, output_grad = self._gradients(batch)
         # Horovod: sum the step's gradients over ranks, sending only the input rows it touched.
-        row_ids, row_grads, output_grad, counts = self.exchange.exchange(
-            batch.unique_ids, row_grads, output_grad, np.array([batch.num_docs, batch.num_tokens, signalled, late]))
+        finish = self.exchange.start(batch.unique_ids, row_grads, output_grad,
+                                     np.array([batch.num_docs, batch.num_tokens, signalled, late]))
+        if self.world.size > 1:  # alone, the exchange is nothing to overlap with
+            prepare_next()
+        row_ids, row_grads, output_grad, counts = finish()
         self._apply(row_ids, row_grads, output_grad, lr)
         self.touched[row_ids] = True
         return loss, counts
@@ -355,11 +361,12 @@ class Trainer:
         with StopRequest() as stop:
             while progress.epoch < config.epoch:
                 started = time.perf_counter()
-                for batch in self.batches.epoch(progress.epoch, progress.batch):
+                batches = Lookahead(self.batches.epoch(progress.epoch, progress.batch))
+                for batch in batches:
                     lr = self.optimizer.learning_rate(config.lr, progress.tokens / self.total_tokens)
                     late = deadline is not None and time.monotonic() > deadline
-                    loss, (_, global_tokens, signalled, out_of_time) = self._step(batch, lr, stop.signum is not None,
-                                                                                  late)
+                    loss, (_, global_tokens, signalled, out_of_time) = self._step(
+                        batch, lr, stop.signum is not None, late, prepare_next=batches.fetch_next)
                     meter.add(loss, batch.num_docs, batch.num_tokens, time.perf_counter() - started, self.exchange.last)
                     progress.batch += 1
                     progress.step += 1

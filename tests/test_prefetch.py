@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fasttext_horovod.data_pipeline.batching import BatchStream
-from fasttext_horovod.data_pipeline.prefetch import PrefetchingStream, ProducerDied
+from fasttext_horovod.data_pipeline.prefetch import Lookahead, PrefetchingStream, ProducerDied
 from fasttext_horovod.data_pipeline.shards import CorpusSettings, preprocess
 from fasttext_horovod.distributed.settings import TrainConfig
 from fasttext_horovod.distributed.training import Trainer
@@ -74,6 +74,24 @@ def test_an_epoch_left_unfinished_and_still_referenced_does_not_leak_into_the_ne
         first = batches.epoch(0)
         assert next(first) == 0  # then kept, neither finished nor closed
         assert list(batches.epoch(1, 5)) == [105, 106, 107, 108, 109]
+
+
+def test_a_lookahead_takes_one_item_early_and_gives_every_item_once_in_order():
+    taken = []
+
+    def items():
+        for j in range(3):
+            taken.append(j)
+            yield j
+
+    ahead = Lookahead(items())
+    assert next(ahead) == 0 and taken == [0]
+    ahead.fetch_next()
+    ahead.fetch_next()  # one item ahead at most
+    assert taken == [0, 1]
+    assert list(ahead) == [1, 2]
+    ahead.fetch_next()  # past the end: nothing to take, no error
+    assert list(ahead) == []
 
 
 def test_closing_ends_the_process_and_a_killed_producer_is_reported():
