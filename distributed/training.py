@@ -219,9 +219,10 @@ class Trainer:
             raise CheckpointError(f"{self.checkpoint_path}: cannot resume, the checkpoint trained with --optimizer "
                                   f"{saved_optimizer} and this run would use {self.optimizer.name} (global batch "
                                   f"{self.global_batch_size}): give --optimizer {saved_optimizer}")
-        check_optimizer_state(self.checkpoint_path, arrays, self.optimizer.state_arrays(arrays["input_rows"]))
+        rows = arrays["input_rows"]
+        check_optimizer_state(self.checkpoint_path, arrays, self.optimizer.state_arrays(rows[:0]), len(rows))
         self._load_weights(arrays)
-        self.optimizer.load_state_arrays(arrays["input_rows"], arrays)
+        self.optimizer.load_state_arrays(rows, arrays)
         self.progress = Progress(**meta["progress"])
         saved_validation = {**asdict(Validation()), **(meta.get("validation") or {})}  # none when imported
         self.validation = Validation(self.validation.patience, saved_validation["best_accuracy"],

@@ -280,16 +280,19 @@ def check_model_arrays(path: str, arrays: Dict[str, np.ndarray], meta: dict) -> 
                               f"more than this machine can give a model ({memory_budget() / 2 ** 30:.1f} GiB)")
 
 
-def check_optimizer_state(path: str, arrays: Dict[str, np.ndarray], expected: Dict[str, np.ndarray]) -> None:
-    """Refuse optimizer state unlike what the resuming rule keeps for the same rows (`expected`:
-    its fresh state for the checkpoint's rows): MXNet's scatter of a misshapen array fails with
-    a traceback, and non-finite state poisons every row it touches."""
-    for name, like in expected.items():
+def check_optimizer_state(path: str, arrays: Dict[str, np.ndarray], empty: Dict[str, np.ndarray],
+                          num_rows: int) -> None:
+    """Refuse optimizer state unlike what the resuming rule keeps for the checkpoint's `num_rows`
+    input rows: MXNet's scatter of a misshapen array fails with a traceback, and non-finite
+    state poisons every row it touches. `empty` is the rule's state for no rows, so nothing
+    table-sized is built to compare with; its `row_*` arrays get one entry per row."""
+    for name, like in empty.items():
+        shape = (num_rows, *like.shape[1:]) if name.startswith("row_") else like.shape
         got = arrays.get(name)
-        if got is None or got.shape != like.shape or got.dtype != like.dtype:
+        if got is None or got.shape != shape or got.dtype != like.dtype:
             found = "missing" if got is None else f"{got.dtype} of shape {got.shape}"
             raise CheckpointError(f"{path}: damaged checkpoint: optimizer state {name!r} is {found}, expected "
-                                  f"{like.dtype} of shape {like.shape}")
+                                  f"{like.dtype} of shape {shape}")
         if got.dtype.kind == "f" and not np.isfinite(got).all():
             raise CheckpointError(f"{path}: damaged checkpoint: optimizer state {name!r} is not finite")
 

@@ -29,6 +29,9 @@ Adagrad is invariant to a constant scale of the gradients, so the exchange's sum
 as well as means and keep the epsilon negligible; MXNet puts the epsilon *inside* the
 square root, where its default (1e-5) would cost points with small gradients. The rate
 warms up linearly over the first `WARMUP` of training, then decays linearly to zero.
+
+A rule's checkpointed state (`state_arrays`) names its per-input-row arrays `row_*`: one
+entry per checkpoint row, the checkpoint's rows alone.
 """
 from typing import Dict, Optional
 
