@@ -316,7 +316,7 @@ class Autotune:
     def _run_trial(self, number: int, settings: Settings, deadline: float) -> Trial:
         """Train one trial on every rank; its outcome, scored on rank 0."""
         started = time.monotonic()
-        trainer = Trainer(self._trial_config(number, settings), self.world)
+        trainer = Trainer(self._trial_config(number, settings), self.world, drawer=self.dashboard.drawer)
         if self.nwords is None:
             self.nwords = trainer.dictionary.nwords
             self._check_test_file(trainer)

@@ -108,12 +108,37 @@ def confusion_markdown(matrix: np.ndarray, names: Sequence[str]) -> str:
     return "\n".join([header, rule, *rows])
 
 
+class FigureDrawer:
+    """The process that draws confusion figures, spawned by the first one. Autotune's trials
+    share their search's drawer: spawning one per run cost each trial ~1.5 s of CPU."""
+
+    def __init__(self):
+        self._pool = None
+
+    def submit(self, draw, *args):
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            from .confusion_plot import ignore_interrupts
+            # Spawned, not forked: the trainer holds MXNet's threads and a 400 MB input matrix.
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=ignore_interrupts)
+        return self._pool.submit(draw, *args)
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
 class Dashboard:
     """One TensorBoard run: scalars, images, text, a Custom Scalars layout, an HParams entry."""
 
-    def __init__(self, logdir: Optional[str], enabled: bool):
+    def __init__(self, logdir: Optional[str], enabled: bool, drawer: Optional[FigureDrawer] = None):
+        """`drawer`: one shared with other dashboards, which this one leaves running; by default its own."""
         self.writer = None
-        self._drawer = None        # the process drawing confusion figures, started by the first one
+        self.drawer = drawer or FigureDrawer()
+        self._owns_drawer = drawer is None
         self._drawing = deque()    # (step, wall time, future of the image summary), in submission order
         if logdir and enabled:
             from tensorboardX import SummaryWriter
@@ -132,19 +157,9 @@ class Dashboard:
             from .confusion_plot import confusion_summary
             title = {"test": "test set", "valid": "validation set"}.get(split, split)
             tag = f"{split}/confusion_matrix"
-            self._drawing.append((step, time.time(), self._drawing_process().submit(
+            self._drawing.append((step, time.time(), self.drawer.submit(
                 confusion_summary, tag, np.asarray(matrix), list(names), title)))
             self.writer.add_text(tag, confusion_markdown(matrix, names), step)
-
-    def _drawing_process(self):
-        if self._drawer is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-            from .confusion_plot import ignore_interrupts
-            # Spawned, not forked: the trainer holds MXNet's threads and a 400 MB input matrix.
-            self._drawer = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                               initializer=ignore_interrupts)
-        return self._drawer
 
     def _write_drawn(self, wait: bool):
         """Write the figures drawn so far (with `wait`, all of them), in the order they were asked for."""
@@ -205,6 +220,6 @@ class Dashboard:
             try:
                 self._write_drawn(wait=True)
             finally:
-                if self._drawer is not None:
-                    self._drawer.shutdown(wait=True, cancel_futures=True)
+                if self._owns_drawer:
+                    self.drawer.close()
                 self.writer.close()

@@ -44,7 +44,7 @@ from fasttext_horovod.model.optimizers import build_optimizer
 from fasttext_horovod.model.step_size import choose_optimizer
 from fasttext_horovod.model.tensors import to_device
 
-from .dashboard import Dashboard, training_hparams
+from .dashboard import Dashboard, FigureDrawer, training_hparams
 from .errors import DeadlineReached, NonFiniteLoss, Stopped
 from .exchange import GradientExchange
 from .progress import ProgressReporter
@@ -131,10 +131,11 @@ def label_names(dictionary, train_path: str) -> List[str]:
 class Trainer:
     """One training run. `start_from` (checkpoint-style arrays: input_rows, input_values,
     output_matrix) gives the starting weights instead of fastText's init; `keep_rows` (a
-    boolean mask over input rows) trains only those rows, as fastText retrains a pruned model."""
+    boolean mask over input rows) trains only those rows, as fastText retrains a pruned model;
+    `drawer` draws its confusion figures (see `Dashboard`)."""
 
     def __init__(self, config: TrainConfig, world: World, start_from: Optional[dict] = None,
-                 keep_rows: Optional[np.ndarray] = None):
+                 keep_rows: Optional[np.ndarray] = None, drawer: Optional[FigureDrawer] = None):
         self.config = config
         self.world = world
         # Horovod: pin each rank to its device, GPU `local rank` with --gpu, else the CPU.
@@ -165,13 +166,14 @@ class Trainer:
                              config.seed, keep_rows, all_labels=trains_on_all_labels(config.loss))
         self.batches = PrefetchingStream(stream) if config.prefetches else DirectStream(stream)
         try:
-            self._build(config, world, start_from)
+            self._build(config, world, start_from, drawer)
         except BaseException:
             self.batches.close()
             raise
 
-    def _build(self, config: TrainConfig, world: World, start_from: Optional[dict]):
-        """The model, optimizer and exchange, from rank 0's start (fresh, resumed, given or pretrained)."""
+    def _build(self, config: TrainConfig, world: World, start_from: Optional[dict], drawer: Optional[FigureDrawer]):
+        """The model, optimizer, exchange and dashboard, from rank 0's start (fresh, resumed, given or
+        pretrained)."""
         self.model = build_model(self.dictionary, config.dim, config.loss, config.seed)
         self.model.initialize(ctx=self.ctx)
         # Rows any update wrote; checkpoints store these, the rest is the seeded init.
@@ -195,7 +197,7 @@ class Trainer:
         self.progress = Progress(*map(int, world.broadcast(np.array(astuple(self.progress)), name="progress")))
         self.exchange = GradientExchange(world, self.model.input_matrix.shape, config.fp16_allreduce)
         self.total_tokens = config.epoch * sum(self.corpus.tokens_per_shard)
-        self.dashboard = Dashboard(config.logdir, world.is_root)
+        self.dashboard = Dashboard(config.logdir, world.is_root, drawer)
         self.single_worker_rate = None
 
     # -- checkpoints -----------------------------------------------------------------------

@@ -258,3 +258,26 @@ def test_run_settings_are_served_as_text(tensorboard):
     text = html.unescape(entries[0]["text"])
     assert f'"lr": {BASE_LR}' in text and f'"epoch": {EPOCHS}' in text and '"log_every": 5' in text
     assert '"world_size": 1' in text and '"global_batch_size": ' in text
+
+
+def test_dashboards_sharing_a_drawer_each_get_their_figure_from_one_process(tmp_path):
+    """Autotune's trials share their search's drawer: a dashboard closing leaves it drawing for the next."""
+    import numpy as np
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from fasttext_horovod.distributed.dashboard import Dashboard, FigureDrawer
+    drawer = FigureDrawer()
+    try:
+        drawing_pids = []
+        for run in ("trial-1", "trial-2"):
+            dashboard = Dashboard(str(tmp_path / run), True, drawer)
+            dashboard.confusion(1, np.array([[3, 1], [0, 4]]), ["a", "b"])
+            dashboard.close()
+            drawing_pids.append(drawer.submit(os.getpid).result())
+        assert drawing_pids[0] == drawing_pids[1] != os.getpid()
+        for run in ("trial-1", "trial-2"):
+            events = EventAccumulator(str(tmp_path / run), size_guidance={"images": 0})
+            events.Reload()
+            assert events.Tags()["images"] == ["test/confusion_matrix"]
+    finally:
+        drawer.close()
