@@ -81,8 +81,13 @@ def make_batch(rows: np.ndarray, lengths: np.ndarray, targets: np.ndarray, num_t
         return Batch(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64),
                      indptr, targets.astype(np.int32), int(num_tokens), np.zeros(0, dtype=np.int64))
     unique_ids, columns, doc_counts = unique_rows_and_document_counts(rows, lengths)
-    weights = np.repeat((1.0 / np.maximum(lengths, 1)).astype(np.float32), lengths)
-    return Batch(unique_ids, weights, columns, indptr, targets.astype(np.int32), int(num_tokens), doc_counts)
+    return Batch(unique_ids, bag_weights(lengths), columns, indptr, targets.astype(np.int32), int(num_tokens),
+                 doc_counts)
+
+
+def bag_weights(lengths: np.ndarray) -> np.ndarray:
+    """Each entry of a document's bag row: 1 / its length (float32), its rows summing to their mean."""
+    return np.repeat((1.0 / np.maximum(lengths, 1)).astype(np.float32), lengths)
 
 
 def unique_rows_and_document_counts(rows: np.ndarray, lengths: np.ndarray):

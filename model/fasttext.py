@@ -10,7 +10,7 @@ labels; `ova` (one-vs-all) on all of them at once, an independent binary logisti
 label (`OneVsAllLoss::forward`), and predicts with independent sigmoids. Label sets travel as
 `(documents, width)` label-id matrices padded with -1 (`data_pipeline.batching.label_matrix`).
 """
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -270,9 +270,11 @@ class FastTextClassifier(gluon.HybridBlock):
         present = label_sets >= 0
         return ((pair_losses * present).sum(axis=1) / present.sum(axis=1)).asnumpy()
 
-    def top_k(self, bag, rows, k: int, threshold: float = 0.0):
-        """fastText's `predict`: per document, up to k (label id, probability) pairs, best first,
-        of probability >= threshold; k <= 0 means every label (fastText's `-1`).
+    def ranked_labels(self, bag, rows, k: int, threshold: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+        """fastText's `predict` as arrays: per document its best labels, best first, and their
+        probabilities, each (documents, k); k <= 0 means every label (fastText's `-1`). Past
+        the labels of probability >= threshold (hs: past those its tree search found) a row
+        holds label -1 and probability 0.
 
         Probabilities are a softmax, independent sigmoids (ova), or Huffman-tree paths (hs).
         """
@@ -280,9 +282,21 @@ class FastTextClassifier(gluon.HybridBlock):
         hidden = self.hidden(mx.nd, bag, rows)
         output = self.output_matrix.data(rows.context)
         if self.tree is not None:
-            return hs_top_k(self.tree, hidden.asnumpy(), output.asnumpy(), k, threshold)
+            found = hs_top_k(self.tree, hidden.asnumpy(), output.asnumpy(), k, threshold)
+            labels, probs = np.full((len(found), k), -1, np.int64), np.zeros((len(found), k))
+            for d, pairs in enumerate(found):
+                labels[d, :len(pairs)] = [label for label, _ in pairs]
+                probs[d, :len(pairs)] = [p for _, p in pairs]
+            return labels, probs
         scores = mx.nd.dot(hidden, output, transpose_b=True)
         probs = (mx.nd.sigmoid(scores) if self.all_labels_as_target else mx.nd.softmax(scores)).asnumpy()
         best = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [[(int(label), float(p[label])) for label in row if p[label] >= threshold]
-                for row, p in zip(best, probs)]
+        best_probs = np.take_along_axis(probs, best, axis=1)
+        kept = best_probs >= threshold  # a prefix of each row: they are in falling order
+        return np.where(kept, best, -1), np.where(kept, best_probs, 0)
+
+    def top_k(self, bag, rows, k: int, threshold: float = 0.0) -> List[List[Tuple[int, float]]]:
+        """`ranked_labels` as lists: per document, up to k (label id, probability) pairs."""
+        labels, probs = self.ranked_labels(bag, rows, k, threshold)
+        return [[(int(label), float(p)) for label, p in zip(row_labels, row_probs) if label >= 0]
+                for row_labels, row_probs in zip(labels, probs)]

@@ -10,18 +10,18 @@ from typing import Iterable, List, Optional, Sequence, Union
 import mxnet as mx
 import numpy as np
 
-from fasttext_horovod.data_pipeline.batching import PageReleases, label_matrix, make_batch
+from fasttext_horovod.data_pipeline.batching import PageReleases, bag_weights, label_matrix
 from fasttext_horovod.data_pipeline.dictionary import Dictionary
 from fasttext_horovod.data_pipeline.errors import InputError
 from fasttext_horovod.data_pipeline.normalize import LABEL_PREFIX
-from fasttext_horovod.data_pipeline.ragged import gather_rows
+from fasttext_horovod.data_pipeline.ragged import gather_rows, offsets_of
 from fasttext_horovod.data_pipeline.readers import tokenize
 from fasttext_horovod.data_pipeline.shards import Shard
 from fasttext_horovod.model.checkpoint import load_checkpoint
 from fasttext_horovod.model.fasttext import FastTextClassifier
 from fasttext_horovod.model.metrics import ClassificationReport, ReportCounts
 
-from .tensors import batch_tensors, to_device
+from .tensors import csr_bag, to_device
 
 CHECKPOINT_FILE = "checkpoint.npz"
 TEXT_NORMALIZATION = "fastText classification-results.sh"
@@ -61,13 +61,18 @@ def _scorable(docs: Documents) -> np.ndarray:
 
 def _batches(model: FastTextClassifier, docs: Documents, chosen: np.ndarray, ctx: mx.Context):
     """(document indices, bag, gathered rows) for the chosen documents, a device batch at a time;
-    the pages of a mapped shard read so far are released as training's are."""
+    the pages of a mapped shard read so far are released as training's are.
+
+    The bag has a column per token and the rows come as the documents use them: a forward
+    pass needs no unique rows, and sorting them out (`make_batch`) took 40% of an evaluation.
+    The sums are the same, entry for entry in the same order.
+    """
     pages = PageReleases([docs])
     for start in range(0, len(chosen), _PREDICT_BATCH):
         part = chosen[start:start + _PREDICT_BATCH]
-        batch = make_batch(*gather_rows(docs.ids, docs.offsets, part), np.zeros(len(part)), 0)
-        ids, bag, _ = batch_tensors(batch, ctx)
-        yield part, bag, model.gather_rows(ids)
+        rows, lengths = gather_rows(docs.ids, docs.offsets, part)
+        bag = csr_bag(bag_weights(lengths), np.arange(len(rows)), offsets_of(lengths), len(rows), ctx)
+        yield part, bag, model.gather_rows(to_device(rows.astype(np.int64), ctx))
         pages.read(len(part))
     pages.release()
 
@@ -90,11 +95,11 @@ def evaluate(model: FastTextClassifier, docs: Documents, k: int, ctx: mx.Context
     skipped, as fastText does. Counted a batch at a time: nothing grows with the documents."""
     counts = ReportCounts(model.num_labels)
     for part, bag, rows in _batches(model, docs, _scorable(docs), ctx):
-        ranked = [[label for label, _ in predictions] for predictions in model.top_k(bag, rows, k, threshold)]
+        ranked, _ = model.ranked_labels(bag, rows, k, threshold)
+        predicted = ranked >= 0
         labels, num_labels = gather_rows(docs.label_ids, docs.label_offsets, part)
-        gold = [g.tolist() for g in np.split(labels, np.cumsum(num_labels)[:-1])]
         losses = model.document_losses(bag, rows, to_device(label_matrix(labels, num_labels).astype(np.float32), ctx))
-        counts.add(ranked, gold, losses)
+        counts.add((predicted.sum(axis=1), ranked[predicted]), (num_labels, labels.astype(np.int64)), losses)
     return counts.report(k)
 
 

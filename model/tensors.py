@@ -80,7 +80,12 @@ def batch_tensors(batch: Batch, ctx: mx.Context):
     Targets (label ids, or ova's label sets padded with -1) are float32, the index type of
     MXNet's pick and one_hot (exact below 2^24).
     """
-    bag = mx.nd.sparse.csr_matrix(
-        (to_device(batch.bag_data, ctx), to_device(batch.bag_indices, ctx), to_device(batch.bag_indptr, ctx)),
-        shape=(batch.num_docs, len(batch.unique_ids)), ctx=ctx)
+    bag = csr_bag(batch.bag_data, batch.bag_indices, batch.bag_indptr, len(batch.unique_ids), ctx)
     return to_device(batch.unique_ids, ctx), bag, to_device(batch.targets.astype(np.float32), ctx)
+
+
+def csr_bag(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, num_columns: int,
+            ctx: mx.Context) -> mx.nd.sparse.CSRNDArray:
+    """A (documents x `num_columns`) bag matrix on `ctx` from its CSR arrays."""
+    return mx.nd.sparse.csr_matrix((to_device(data, ctx), to_device(indices, ctx), to_device(indptr, ctx)),
+                                   shape=(len(indptr) - 1, num_columns), ctx=ctx)

@@ -11,7 +11,7 @@ from fasttext_horovod.data_pipeline.readers import read_records
 from fasttext_horovod.data_pipeline.shards import LABELLED_FILE_PREFIX, CorpusSettings, labelled_file_shard, preprocess
 from fasttext_horovod.model import inference
 from fasttext_horovod.model.inference import EncodedDocuments, build_model, evaluate
-from fasttext_horovod.model.metrics import ReportCounts, classification_report
+from fasttext_horovod.model.metrics import ReportCounts, classification_report, ragged_labels
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,8 @@ def test_evaluating_the_shard_in_small_batches_equals_one_batch_in_memory(corpus
 def test_report_counts_added_in_parts_equal_the_whole_report():
     ranked, gold, losses = [[0, 2], [1], [], [2]], [[0], [1, 2], [3], [2, 2]], [1.0, 2.0, 3.0, 4.0]
     counts = ReportCounts(4)
-    counts.add(ranked[:1], gold[:1], losses[:1])
-    counts.add(ranked[1:], gold[1:], losses[1:])
+    counts.add(ragged_labels(ranked[:1]), ragged_labels(gold[:1]), losses[:1])
+    counts.add(ragged_labels(ranked[1:]), ragged_labels(gold[1:]), losses[1:])
     parts, whole = counts.report(-1), classification_report(ranked, gold, losses, 4, -1)
     assert (parts.num_examples, parts.accuracy, parts.precision_at_k, parts.recall_at_k, parts.loss) == \
         (whole.num_examples, whole.accuracy, whole.precision_at_k, whole.recall_at_k, whole.loss)
