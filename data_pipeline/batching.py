@@ -10,6 +10,7 @@ documents used it, which large-batch update rules normalise by (model/optimizers
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, Optional, Sequence
 
+import numba
 import numpy as np
 
 from .ragged import gather_rows, offsets_of
@@ -95,21 +96,67 @@ def unique_rows_and_document_counts(rows: np.ndarray, lengths: np.ndarray):
 
     `np.unique(rows, return_inverse=True)` done by hand with a *stable* sort: equal rows then
     stay in document order, so counting documents rather than occurrences is one comparison
-    of neighbours, not a second sort of (document, row) pairs (it costs ~15% over np.unique).
+    of neighbours, not a second sort of (document, row) pairs. The sort is a compiled radix
+    sort: numpy's stable sort of int32 keys is a timsort, 19 of the 21 ms a batch of 1,024
+    Debian documents (160k rows) took to assemble.
     """
-    order = np.argsort(rows, kind="stable")
-    ordered = rows[order]
-    starts_row = np.empty(len(rows), dtype=bool)
-    starts_row[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=starts_row[1:])
-    column_of_ordered = np.cumsum(starts_row) - 1
-    columns = np.empty(len(rows), dtype=np.int64)
-    columns[order] = column_of_ordered
-    document = np.repeat(np.arange(len(lengths)), lengths)[order]
-    starts_pair = starts_row.copy()
-    starts_pair[1:] |= document[1:] != document[:-1]
-    doc_counts = np.bincount(column_of_ordered[starts_pair], minlength=int(column_of_ordered[-1]) + 1)
-    return ordered[starts_row].astype(np.int64), columns, doc_counts.astype(np.int64)
+    return _unique_rows_and_document_counts(rows, lengths)
+
+
+_RADIX_BITS = 8  # three passes for the rows of a 10M-bucket table (< 2^24)
+
+
+@numba.njit(cache=True, nogil=True)
+def _unique_rows_and_document_counts(rows, lengths):
+    order = _stable_radix_order(rows)
+    document = np.empty(len(rows), np.int64)
+    position = 0
+    for doc in range(len(lengths)):
+        document[position:position + lengths[doc]] = doc
+        position += lengths[doc]
+    unique = np.empty(len(rows), np.int64)
+    doc_counts = np.zeros(len(rows), np.int64)
+    columns = np.empty(len(rows), np.int64)
+    column, last_doc = -1, -1
+    for i in range(len(rows)):
+        token = order[i]
+        if column < 0 or rows[token] != unique[column]:
+            column += 1
+            unique[column] = rows[token]
+            last_doc = -1
+        columns[token] = column
+        if document[token] != last_doc:  # a row's tokens come in document order: a repeat is adjacent
+            doc_counts[column] += 1
+            last_doc = document[token]
+    return unique[:column + 1].copy(), columns, doc_counts[:column + 1].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _stable_radix_order(keys):
+    """The stable sort order of non-negative integer keys: least significant digit first,
+    each pass moving (key, position) pairs so that every read is sequential."""
+    order = np.arange(len(keys))
+    if len(keys) < 2:
+        return order
+    digit_mask, largest = (1 << _RADIX_BITS) - 1, keys.max()
+    sorted_keys = keys.astype(np.int64)
+    next_keys, next_order = np.empty_like(sorted_keys), np.empty_like(order)
+    starts = np.empty(1 << _RADIX_BITS, np.int64)
+    shift = 0
+    while shift == 0 or largest >> shift:
+        starts[:] = 0
+        for key in sorted_keys:
+            starts[(key >> shift) & digit_mask] += 1
+        total = 0
+        for digit in range(1 << _RADIX_BITS):
+            total, starts[digit] = total + starts[digit], total
+        for i in range(len(order)):
+            digit = (sorted_keys[i] >> shift) & digit_mask
+            next_keys[starts[digit]], next_order[starts[digit]] = sorted_keys[i], order[i]
+            starts[digit] += 1
+        sorted_keys, next_keys, order, next_order = next_keys, sorted_keys, next_order, order
+        shift += _RADIX_BITS
+    return order
 
 
 class BatchStream:

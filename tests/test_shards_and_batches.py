@@ -205,3 +205,20 @@ def test_make_batch_counts_the_documents_using_each_row_not_its_occurrences():
     expected = [sum(row in d for d in docs) for row in batch.unique_ids]
     assert batch.row_doc_counts.tolist() == expected
     assert batch.unique_ids.tolist() == sorted(set(np.concatenate(docs).tolist()))
+
+
+@pytest.mark.parametrize("dtype, largest", [(np.int32, 10_100_000), (np.int32, 2**31 - 1), (np.int64, 2**40)])
+def test_make_batch_remaps_rows_as_np_unique_does_for_any_row_id(dtype, largest):
+    """The compiled radix sort behind `make_batch` against numpy, over three to five of its passes."""
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(0, 300, size=200)
+    common = rng.integers(0, largest, size=50)  # rows many documents share, as frequent words are
+    rows = np.where(rng.random(lengths.sum()) < 0.5, rng.choice(common, size=lengths.sum()),
+                    rng.integers(0, largest, size=lengths.sum())).astype(dtype)
+    batch = make_batch(rows, lengths, np.zeros(len(lengths)), num_tokens=0)
+    unique, columns = np.unique(rows, return_inverse=True)
+    np.testing.assert_array_equal(batch.unique_ids, unique)
+    np.testing.assert_array_equal(batch.bag_indices, columns)
+    document = np.repeat(np.arange(len(lengths)), lengths)
+    np.testing.assert_array_equal(batch.row_doc_counts, np.bincount(np.unique(columns * len(lengths) + document)
+                                                                    // len(lengths), minlength=len(unique)))
