@@ -276,16 +276,15 @@ class Trainer:
 
     # -- one step ----------------------------------------------------------------------------
     def _gradients(self, batch: Batch):
-        """(summed loss, row gradients, output gradient) of this rank's share of a step."""
+        """(summed loss, row message, output gradient) of this rank's share of a step."""
         ctx, model = self.ctx, self.model
+        # The rule decides what travels per row beside the gradient (row-mean SGD: document counts);
+        # the model writes the gradients into the message's first columns.
+        message = self.optimizer.row_message(batch.row_doc_counts, self.config.dim, ctx)
         if not batch.num_docs:  # under Horovod a rank's share of a small global batch can be empty
-            # mx.nd.zeros rejects a zero-length dimension; an array from numpy does not.
-            no_rows = mx.nd.array(np.zeros((0, self.config.dim), dtype=np.float32), ctx=ctx)
-            return (mx.nd.zeros(1, ctx=ctx), self.optimizer.row_message(no_rows, batch.row_doc_counts),
-                    mx.nd.zeros(model.output_matrix.shape, ctx=ctx))
-        loss, row_grads, output_grad = model.gradients(batch, ctx)
-        # The rule decides what travels per row beside the gradient (row-mean SGD: document counts).
-        return loss, self.optimizer.row_message(row_grads, batch.row_doc_counts), output_grad
+            return mx.nd.zeros(1, ctx=ctx), message, mx.nd.zeros(model.output_matrix.shape, ctx=ctx)
+        loss, message, output_grad = model.gradients(batch, ctx, row_grads=message)
+        return loss, message, output_grad
 
     def _apply(self, row_ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
         self.optimizer.apply(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads,

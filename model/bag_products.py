@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 
+
 @numba.njit(cache=True)
 def bag_times_rows(matrix, row_ids, data, indices, indptr, out):
     """out = `bag . matrix[row_ids]`, (documents, dim) float32, for the CSR (data, indices, indptr)
@@ -35,9 +36,12 @@ def bag_times_rows(matrix, row_ids, data, indices, indptr, out):
 
 @numba.njit(cache=True)
 def bag_transpose_times(data, indices, indptr, grad, out):
-    """out = `bag^T . grad`, (columns, dim) float32: each column's (unique row's) gradient."""
+    """out[:, :dim] = `bag^T . grad`, float32: each column's (unique row's) gradient, dim = grad's
+    width. `out` may be wider (an update rule's row message, whose other columns it leaves):
+    a contiguous array, so no copy joins the two (a strided view of the first columns cost
+    0.5 ms more a step at 50k rows)."""
     dim = grad.shape[1]
-    out[:] = 0.0
+    out[:, :dim] = 0.0
     for doc in range(len(indptr) - 1):
         for k in range(indptr[doc], indptr[doc + 1]):
             column, weight = indices[k], data[k]

@@ -10,7 +10,7 @@ labels; `ova` (one-vs-all) on all of them at once, an independent binary logisti
 label (`OneVsAllLoss::forward`), and predicts with independent sigmoids. Label sets travel as
 `(documents, width)` label-id matrices padded with -1 (`data_pipeline.batching.label_matrix`).
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -206,9 +206,13 @@ class FastTextClassifier(gluon.HybridBlock):
         return ({"paths": self.paths.data(ctx), "codes": self.codes.data(ctx), "path_mask": self.path_mask.data(ctx)}
                 if self.tree is not None else {})
 
-    def gradients(self, batch: Batch, ctx: mx.Context):
+    def gradients(self, batch: Batch, ctx: mx.Context, row_grads: Optional[mx.nd.NDArray] = None):
         """(summed loss, (U, dim) gradients of the batch's unique input rows, output-matrix
         gradient) of a non-empty batch; the output gradient is the parameter's own buffer.
+
+        `row_grads`, when given, is a (U, dim + k) array whose first `dim` columns receive the
+        row gradients (the update rule's row message, its own k columns left as they are) and
+        is what is returned; by default a (U, dim) array of their own.
 
         On the CPU the bag products run as compiled loops on the batch's numpy arrays
         (`bag_products`: MXNet's bits, ~2.5 ms less a step at batch 64), and so does the
@@ -216,6 +220,8 @@ class FastTextClassifier(gluon.HybridBlock):
         hidden layer on. Elsewhere autograd differentiates the whole block from the gathered
         rows.
         """
+        if row_grads is None:
+            row_grads = mx.nd.empty((len(batch.unique_ids), self.dim), ctx=ctx)
         if ctx.device_type != "cpu":
             ids, bag, targets = batch_tensors(batch, ctx)
             rows = self.gather_rows(ids)
@@ -224,12 +230,12 @@ class FastTextClassifier(gluon.HybridBlock):
                 loss = self(bag, rows, targets)
             loss.backward()
             # Every batch column is used, so the row-sparse gradient holds all U rows in order.
-            return loss, rows.grad.data, self.output_matrix.grad(ctx)
+            row_grads[:, :self.dim] = rows.grad.data
+            return loss, row_grads, self.output_matrix.grad(ctx)
         hidden = np.empty((batch.num_docs, self.dim), np.float32)
         bag_times_rows(host_view(self.input_matrix.data(ctx)), batch.unique_ids, batch.bag_data, batch.bag_indices,
                        batch.bag_indptr, hidden)
         loss, hidden_grad = self._head_gradients(hidden, batch.targets, ctx)
-        row_grads = mx.nd.empty((len(batch.unique_ids), self.dim), ctx=ctx)
         bag_transpose_times(batch.bag_data, batch.bag_indices, batch.bag_indptr, hidden_grad, host_view(row_grads))
         return loss, row_grads, self.output_matrix.grad(ctx)
 

@@ -40,7 +40,7 @@ import numba
 import numpy as np
 
 from .step_size import row_mean_output_share
-from .tensors import host_view, rows_of, set_rows, to_device
+from .tensors import empty_rows, host_view, rows_of, set_column, set_rows
 
 WARMUP = 0.1         # share of training (in tokens) over which the large-batch rules' rate rises from 0
 # Row-mean SGD divides a row's summed gradient by (documents using it) ** this: 1 is the mean, 0 the sum.
@@ -62,50 +62,59 @@ def warmup_then_decay_lr(base_lr: float, progress: float, warmup: float = WARMUP
     return base_lr * max(0.0, 1.0 - progress) / (1.0 - warmup)
 
 
-def sparse_sgd_step(weight: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_grads: mx.nd.NDArray, lr: float,
-                    divisors: Optional[mx.nd.NDArray] = None):
-    """`weight[row_ids] -= lr * row_grads / divisors`, touching only those rows (sorted unique int64 ids).
+def sparse_sgd_step(weight: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_message: mx.nd.NDArray, lr: float,
+                    count_exponent: Optional[float] = None):
+    """`weight[row_ids] -= lr * gradients`, touching only those rows (sorted unique int64 ids).
 
-    `row_grads` may carry columns beyond the weight's (row-mean SGD's document counts); only
-    the first `dim` are gradients. `divisors` (U, 1), when given, divides each row's gradient
-    first. On the CPU a compiled loop updates the rows in place: MXNet's take, scale,
-    subtract and `index_copy` cost 1.6 ms for 1,388 rows x 100 (Debian, batch 64), the loop
-    0.3. Elsewhere the rows are gathered, updated and written back in place (`index_copy`
-    into `weight` itself: the same bits as MXNet's lazy row-sparse `sgd_update` in half its
-    time). Both do the same float32 operations in the same order, so they give the same
-    bits (tested).
+    The gradients are `row_message`'s first `dim` columns; with `count_exponent`, each row's
+    divided by its document count (the next column, row-mean SGD's) ** the exponent. On the
+    CPU a compiled loop updates the rows in place, the division included: MXNet's take,
+    scale, subtract and `index_copy` cost 1.6 ms for 1,388 rows x 100 (Debian, batch 64), the
+    loop 0.3; slicing out the counts and raising them to the power cost 1 ms more at 50k
+    rows (Debian, batch 1,024). Elsewhere the rows are gathered, updated and written back in
+    place (`index_copy` into `weight` itself: the same bits as MXNet's lazy row-sparse
+    `sgd_update` in half its time). Both do the same float32 operations in the same order, so
+    they give the same bits (tested).
     """
     if weight.context.device_type == "cpu":
-        _subtract_scaled_rows(host_view(weight), host_view(row_ids), host_view(row_grads),
-                              None if divisors is None else host_view(divisors), np.float32(lr))
+        _subtract_scaled_rows(host_view(weight), host_view(row_ids), host_view(row_message),
+                              None if count_exponent is None else np.float32(count_exponent), np.float32(lr))
         return
     dim = weight.shape[1]
-    if row_grads.shape[1] != dim:
-        row_grads = mx.nd.slice_axis(row_grads, axis=1, begin=0, end=dim)
-    if divisors is not None:
-        row_grads = mx.nd.broadcast_div(row_grads, divisors)
+    row_grads = mx.nd.slice_axis(row_message, axis=1, begin=0, end=dim) if row_message.shape[1] != dim else row_message
+    if count_exponent is not None:
+        row_grads = mx.nd.broadcast_div(row_grads, _count_divisors(row_message, dim, count_exponent))
     mx.nd.contrib.index_copy(weight, row_ids, mx.nd.take(weight, row_ids) - lr * row_grads, out=weight)
 
 
+def _count_divisors(row_message: mx.nd.NDArray, dim: int, count_exponent: float) -> mx.nd.NDArray:
+    """(U, 1): each row's document count (`row_message`'s column `dim`) ** `count_exponent`."""
+    return mx.nd.slice_axis(row_message, axis=1, begin=dim, end=dim + 1) ** count_exponent
+
+
 @numba.njit(cache=True)
-def _subtract_scaled_rows(weight, ids, grads, divisors, lr):
+def _subtract_scaled_rows(weight, ids, message, count_exponent, lr):
     """`sparse_sgd_step` on numpy views; float32 throughout, as MXNet's operators compute it."""
     dim = weight.shape[1]
     for i in range(len(ids)):
         row = weight[ids[i]]
+        divisor = np.float32(1.0)
+        if count_exponent is not None:
+            divisor = message[i, dim] ** count_exponent
         for j in range(dim):
-            grad = grads[i, j]
-            if divisors is not None:
-                grad = grad / divisors[i, 0]
+            grad = message[i, j]
+            if count_exponent is not None:
+                grad = grad / divisor
             row[j] -= lr * grad
 
 
 def nesterov_rows_step(weight: mx.nd.NDArray, velocity: mx.nd.NDArray, last_step: mx.nd.NDArray,
-                       row_ids: mx.nd.NDArray, row_message: mx.nd.NDArray, divisors: mx.nd.NDArray, step: int,
+                       row_ids: mx.nd.NDArray, row_message: mx.nd.NDArray, count_exponent: float, step: int,
                        momentum: float, lr: float):
     """Lazy Nesterov momentum on the rows `row_ids` (sorted unique int64 ids) at step number `step`.
 
-    Per touched row, with g its gradient (`row_message`'s first `dim` columns / `divisors`, (U, 1)):
+    Per touched row, with g its gradient (`row_message`'s first `dim` columns / its document
+    count, the next column, ** `count_exponent`):
     `v <- momentum ** (step - last_step) * v + g`, `last_step <- step`, `row -= lr * (g + momentum * v)`.
     A row's velocity decays by `momentum` a step whether or not the step touches it, but the
     decay of the steps that missed it is applied when one touches it again: O(rows touched), and
@@ -115,13 +124,14 @@ def nesterov_rows_step(weight: mx.nd.NDArray, velocity: mx.nd.NDArray, last_step
     """
     if weight.context.device_type == "cpu":
         _nesterov_rows(host_view(weight), host_view(velocity), host_view(last_step), host_view(row_ids),
-                       host_view(row_message), host_view(divisors), step, np.float32(momentum), np.float32(lr))
+                       host_view(row_message), np.float32(count_exponent), step, np.float32(momentum), np.float32(lr))
         return
-    _nesterov_rows_with_operators(weight, velocity, last_step, row_ids, row_message, divisors, step, momentum, lr)
+    _nesterov_rows_with_operators(weight, velocity, last_step, row_ids, row_message, count_exponent, step, momentum,
+                                  lr)
 
 
 @numba.njit(cache=True)
-def _nesterov_rows(weight, velocity, last_step, ids, message, divisors, step, momentum, lr):
+def _nesterov_rows(weight, velocity, last_step, ids, message, count_exponent, step, momentum, lr):
     """`nesterov_rows_step` on numpy views, float32 arithmetic."""
     dim = weight.shape[1]
     for i in range(len(ids)):
@@ -129,16 +139,19 @@ def _nesterov_rows(weight, velocity, last_step, ids, message, divisors, step, mo
         decay = np.float32(momentum ** (step - last_step[row_id]))
         last_step[row_id] = step
         row, row_velocity = weight[row_id], velocity[row_id]
+        divisor = message[i, dim] ** count_exponent
         for j in range(dim):
-            grad = message[i, j] / divisors[i, 0]
+            grad = message[i, j] / divisor
             row_velocity[j] = decay * row_velocity[j] + grad
             row[j] -= lr * (grad + momentum * row_velocity[j])
 
 
-def _nesterov_rows_with_operators(weight, velocity, last_step, row_ids, row_message, divisors, step, momentum, lr):
+def _nesterov_rows_with_operators(weight, velocity, last_step, row_ids, row_message, count_exponent, step, momentum,
+                                  lr):
     """`nesterov_rows_step` in MXNet operators: gather the rows, update, write back with index_copy."""
     dim = weight.shape[1]
-    grads = mx.nd.broadcast_div(mx.nd.slice_axis(row_message, axis=1, begin=0, end=dim), divisors)
+    grads = mx.nd.broadcast_div(mx.nd.slice_axis(row_message, axis=1, begin=0, end=dim),
+                                _count_divisors(row_message, dim, count_exponent))
     elapsed = (step - mx.nd.take(last_step, row_ids)).astype(np.float32)
     decay = mx.nd.power(momentum, elapsed).reshape((-1, 1))
     rows_velocity = mx.nd.broadcast_mul(decay, mx.nd.take(velocity, row_ids)) + grads
@@ -167,9 +180,10 @@ class SummedSGD:
             sparse_sgd_step(input_matrix, row_ids, row_grads, lr)
         dense_sgd_step(output_matrix, output_grad, lr)
 
-    def row_message(self, row_grads: mx.nd.NDArray, doc_counts: np.ndarray) -> mx.nd.NDArray:
-        """What the exchange sums per touched row: the gradients alone."""
-        return row_grads
+    def row_message(self, doc_counts: np.ndarray, dim: int, ctx: mx.Context) -> mx.nd.NDArray:
+        """What the exchange sums per touched row, (U, dim): the gradients alone, which the
+        model's `gradients` writes into it."""
+        return empty_rows(len(doc_counts), dim, ctx)
 
     def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
         return {}
@@ -207,8 +221,8 @@ class RowAdagrad:
     def learning_rate(self, base_lr: float, progress: float) -> float:
         return warmup_then_decay_lr(base_lr, progress)
 
-    def row_message(self, row_grads: mx.nd.NDArray, doc_counts: np.ndarray) -> mx.nd.NDArray:
-        return row_grads
+    def row_message(self, doc_counts: np.ndarray, dim: int, ctx: mx.Context) -> mx.nd.NDArray:
+        return empty_rows(len(doc_counts), dim, ctx)
 
     def apply(self, input_matrix: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_grads: mx.nd.NDArray,
               output_matrix: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
@@ -258,25 +272,23 @@ class RowMeanSGD:
     def learning_rate(self, base_lr: float, progress: float) -> float:
         return warmup_then_decay_lr(base_lr, progress)
 
-    def row_message(self, row_grads: mx.nd.NDArray, doc_counts: np.ndarray) -> mx.nd.NDArray:
-        """(U, dim + 1): the rows' summed gradients, then how many documents used each."""
-        counts = to_device(doc_counts.astype(np.float32)[:, None], row_grads.context)
-        if not len(doc_counts):  # MXNet's concat rejects zero-length inputs
-            return mx.nd.array(np.zeros((0, row_grads.shape[1] + 1), dtype=np.float32), ctx=row_grads.context)
-        return mx.nd.concat(row_grads, counts, dim=1)
+    def row_message(self, doc_counts: np.ndarray, dim: int, ctx: mx.Context) -> mx.nd.NDArray:
+        """(U, dim + 1): the rows' summed gradients (left for the model's `gradients` to write: no
+        concatenation, 2.3 ms a step at 50k rows), then how many documents used each."""
+        message = empty_rows(len(doc_counts), dim + 1, ctx)
+        if len(doc_counts):
+            set_column(message, dim, doc_counts)
+        return message
 
     def apply(self, input_matrix: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_message: mx.nd.NDArray,
               output_matrix: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
         if len(row_ids):
-            dim = input_matrix.shape[1]
-            documents = mx.nd.slice_axis(row_message, axis=1, begin=dim, end=dim + 1)
-            self._step_rows(input_matrix, row_ids, row_message, documents ** DOCUMENT_EXPONENT, lr)
+            self._step_rows(input_matrix, row_ids, row_message, lr)
         self.output.step(output_matrix, output_grad, self.output_lr_share * lr)
 
-    def _step_rows(self, input_matrix: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_message: mx.nd.NDArray,
-                   divisors: mx.nd.NDArray, lr: float):
-        """The touched rows' step on their gradients, `row_message`'s first columns / `divisors`."""
-        sparse_sgd_step(input_matrix, row_ids, row_message, lr, divisors=divisors)
+    def _step_rows(self, input_matrix: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_message: mx.nd.NDArray, lr: float):
+        """The touched rows' step on their gradients, `row_message`'s first columns / documents ** exponent."""
+        sparse_sgd_step(input_matrix, row_ids, row_message, lr, count_exponent=DOCUMENT_EXPONENT)
 
     def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
         return {"output_history": self.output.history.asnumpy()}
@@ -316,10 +328,9 @@ class RowMeanNesterov(RowMeanSGD):
         self.step += 1
         super().apply(input_matrix, row_ids, row_message, output_matrix, output_grad, lr)
 
-    def _step_rows(self, input_matrix: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_message: mx.nd.NDArray,
-                   divisors: mx.nd.NDArray, lr: float):
-        nesterov_rows_step(input_matrix, self.velocity, self.last_step, row_ids, row_message, divisors, self.step,
-                           self.momentum, lr)
+    def _step_rows(self, input_matrix: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_message: mx.nd.NDArray, lr: float):
+        nesterov_rows_step(input_matrix, self.velocity, self.last_step, row_ids, row_message, DOCUMENT_EXPONENT,
+                           self.step, self.momentum, lr)
 
     def state_arrays(self, row_ids: np.ndarray) -> Dict[str, np.ndarray]:
         """The velocity and last step of `row_ids` (a checkpoint's input rows), the step counter and

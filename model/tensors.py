@@ -40,6 +40,14 @@ def huge_page_zeros(shape, dtype) -> mx.nd.NDArray:
     return mx.nd.from_numpy(np.frombuffer(mapping, dtype=dtype, count=count).reshape(shape), zero_copy=True)
 
 
+def empty_rows(count: int, width: int, ctx: mx.Context) -> mx.nd.NDArray:
+    """An uninitialised (count, width) float32 array; zero rows too (`mx.nd.empty` rejects a
+    zero-length dimension, an array from numpy does not)."""
+    if not count:
+        return mx.nd.array(np.zeros((0, width), dtype=np.float32), ctx=ctx)
+    return mx.nd.empty((count, width), ctx=ctx)
+
+
 def host_view(array: mx.nd.NDArray) -> np.ndarray:
     """A writable numpy view of a dense CPU NDArray's memory, valid while `array` lives.
 
@@ -57,6 +65,15 @@ def host_view(array: mx.nd.NDArray) -> np.ndarray:
         return np.zeros(array.shape, dtype=dtype)
     buffer = (ctypes.c_char * (array.size * dtype.itemsize)).from_address(pointer.value)
     return np.frombuffer(buffer, dtype=dtype).reshape(array.shape)
+
+
+def set_column(array: mx.nd.NDArray, column: int, values: np.ndarray):
+    """`array[:, column] = values`: on the CPU through a numpy view (MXNet's indexed assignment
+    costs 0.6 ms for 50k values, the view 0.05)."""
+    if array.context.device_type == "cpu":
+        host_view(array)[:, column] = values
+    else:
+        array[:, column] = mx.nd.array(values, ctx=array.context, dtype=array.dtype)
 
 
 def rows_of(array: mx.nd.NDArray, row_ids: np.ndarray) -> np.ndarray:

@@ -64,6 +64,11 @@ def test_cpu_gradients_are_the_whole_blocks(loss):
     compare(cpu_loss, block_loss.asnumpy())
     compare(cpu_rows, rows.grad.asnumpy())
     compare(cpu_output, model.output_matrix.grad().asnumpy())
+    # Into an update rule's row message: the gradient columns, and its own column left as it was.
+    message = mx.nd.full((len(batch.unique_ids), 9), 5.0)
+    model.gradients(batch, mx.cpu(), row_grads=message)
+    np.testing.assert_array_equal(message.asnumpy()[:, :8], cpu_rows)
+    assert (message.asnumpy()[:, 8] == 5.0).all()
 
 
 def test_softmax_layer_is_finite_where_a_probability_underflows():

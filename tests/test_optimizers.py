@@ -8,6 +8,7 @@ from fasttext_horovod.model.optimizers import (DOCUMENT_EXPONENT, MOMENTUM, RowA
                                                 nesterov_rows_step, sparse_sgd_step, warmup_then_decay_lr)
 from fasttext_horovod.model.step_size import (DEFAULT_LR, LARGEST_SGD_GLOBAL_BATCH, SMALLEST_MOMENTUM_GLOBAL_BATCH,
                                               choose_optimizer, default_lr)
+from fasttext_horovod.model.tensors import host_view
 
 ROWS, DIM, LABELS = 1000, 4, 3
 
@@ -20,11 +21,18 @@ def adagrad_reference(weight, history, ids, grads, lr):
     return weight, history
 
 
+def row_message(rule, grads, doc_counts):
+    """`rule`'s row message for rows with these gradients, used by `doc_counts` documents each."""
+    message = rule.row_message(np.asarray(doc_counts), grads.shape[1], mx.cpu())
+    host_view(message)[:, :grads.shape[1]] = grads  # as the model's `gradients` writes them
+    return message
+
+
 def apply(rule, weight, output, ids, grads, output_grad, lr, doc_counts=None):
     """One step of `rule` on numpy arrays; `doc_counts` (per row, default 1) go into the rule's row message."""
     input_matrix, output_matrix = mx.nd.array(weight), mx.nd.array(output)
-    counts = np.ones(len(ids), dtype=np.int64) if doc_counts is None else np.asarray(doc_counts)
-    rule.apply(input_matrix, mx.nd.array(ids, dtype=np.int64), rule.row_message(mx.nd.array(grads), counts),
+    counts = np.ones(len(ids), dtype=np.int64) if doc_counts is None else doc_counts
+    rule.apply(input_matrix, mx.nd.array(ids, dtype=np.int64), row_message(rule, grads, counts),
                output_matrix, mx.nd.array(output_grad), lr)
     return input_matrix.asnumpy(), output_matrix.asnumpy()
 
@@ -120,11 +128,10 @@ def test_cpu_sparse_sgd_step_gives_the_bits_of_mxnets_operators(mean):
         grads[:, DIM] = rng.integers(1, 1000, size=len(ids))
     grads = mx.nd.array(grads.astype(np.float32))
     expected, updated, ids_nd = mx.nd.array(weight), mx.nd.array(weight), mx.nd.array(ids, dtype=np.int64)
-    divisors = grads[:, DIM:] ** DOCUMENT_EXPONENT if mean else None
     for lr in (0.1, 0.0731234, 3.7e-4, 2.5):
-        step = grads[:, :DIM] / divisors if mean else grads
+        step = grads[:, :DIM] / grads[:, DIM:] ** DOCUMENT_EXPONENT if mean else grads
         mx.nd.contrib.index_copy(expected, ids_nd, mx.nd.take(expected, ids_nd) - lr * step, out=expected)
-        sparse_sgd_step(updated, ids_nd, grads, lr, divisors=divisors)
+        sparse_sgd_step(updated, ids_nd, grads, lr, count_exponent=DOCUMENT_EXPONENT if mean else None)
     assert not np.array_equal(expected.asnumpy(), weight)
     np.testing.assert_array_equal(updated.asnumpy(), expected.asnumpy())
 
@@ -159,9 +166,10 @@ def test_row_mean_sgd_step_grows_slowly_with_the_batch_and_output_takes_adagrad(
 
 def test_row_mean_sgd_sends_counts_as_one_more_column_even_for_an_empty_share():
     rule = RowMeanSGD((LABELS, DIM), mx.cpu())
-    message = rule.row_message(mx.nd.ones((3, DIM)), np.array([2, 1, 7]))
+    message = rule.row_message(np.array([2, 1, 7]), DIM, mx.cpu())
+    assert message.shape == (3, DIM + 1)
     np.testing.assert_array_equal(message.asnumpy()[:, DIM], [2, 1, 7])
-    assert rule.row_message(mx.nd.array(np.zeros((0, DIM), np.float32)), np.zeros(0, np.int64)).shape == (0, DIM + 1)
+    assert rule.row_message(np.zeros(0, np.int64), DIM, mx.cpu()).shape == (0, DIM + 1)
 
 
 def test_row_mean_sgd_state_is_the_output_history_and_round_trips():
@@ -191,7 +199,7 @@ def nesterov_steps(rule, steps, weight, output):
     """`steps` [(ids, grads, docs, output_grad, lr)] of `rule` on numpy arrays; the final weight and output."""
     input_matrix, output_matrix = mx.nd.array(weight), mx.nd.array(output)
     for ids, grads, docs, output_grad, lr in steps:
-        rule.apply(input_matrix, mx.nd.array(ids, dtype=np.int64), rule.row_message(mx.nd.array(grads), docs),
+        rule.apply(input_matrix, mx.nd.array(ids, dtype=np.int64), row_message(rule, grads, docs),
                    output_matrix, mx.nd.array(output_grad), lr)
     return input_matrix.asnumpy(), output_matrix.asnumpy()
 
@@ -248,9 +256,9 @@ def test_nesterov_operators_give_the_bits_of_the_cpu_loop():
     state = [[mx.nd.array(weight), mx.nd.zeros((ROWS, DIM)), mx.nd.zeros(ROWS, dtype=np.int32)] for _ in range(2)]
     for step, (ids, grads, docs, _, lr) in enumerate(random_steps(11, 5), start=1):
         message = mx.nd.array(np.concatenate([grads, docs[:, None]], axis=1).astype(np.float32))
-        divisors, ids = message[:, DIM:] ** DOCUMENT_EXPONENT, mx.nd.array(ids, dtype=np.int64)
-        nesterov_rows_step(*state[0], ids, message, divisors, step, MOMENTUM, lr)
-        _nesterov_rows_with_operators(*state[1], ids, message, divisors, step, MOMENTUM, lr)
+        ids = mx.nd.array(ids, dtype=np.int64)
+        nesterov_rows_step(*state[0], ids, message, DOCUMENT_EXPONENT, step, MOMENTUM, lr)
+        _nesterov_rows_with_operators(*state[1], ids, message, DOCUMENT_EXPONENT, step, MOMENTUM, lr)
     assert not np.array_equal(state[0][0].asnumpy(), weight)
     for loop, operators in zip(*state):
         np.testing.assert_array_equal(loop.asnumpy(), operators.asnumpy())
