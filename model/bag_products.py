@@ -12,6 +12,7 @@ document's entries in order), with float32 products and sums, so they give MXNet
 import numba
 import numpy as np
 
+from .memory_hints import prefetch_ahead
 
 
 @numba.njit(cache=True)
@@ -25,6 +26,7 @@ def bag_times_rows(matrix, row_ids, data, indices, indptr, out):
     dim = matrix.shape[1]
     rows = np.empty((len(row_ids), dim), np.float32)
     for i in range(len(row_ids)):
+        prefetch_ahead(matrix, row_ids, i)
         rows[i] = matrix[row_ids[i]]
     out[:] = 0.0
     for doc in range(len(indptr) - 1):

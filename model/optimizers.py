@@ -39,6 +39,7 @@ import mxnet as mx
 import numba
 import numpy as np
 
+from .memory_hints import prefetch_ahead
 from .step_size import row_mean_output_share
 from .tensors import empty_rows, host_view, rows_of, set_column, set_rows
 
@@ -97,6 +98,7 @@ def _subtract_scaled_rows(weight, ids, message, count_exponent, lr):
     """`sparse_sgd_step` on numpy views; float32 throughout, as MXNet's operators compute it."""
     dim = weight.shape[1]
     for i in range(len(ids)):
+        prefetch_ahead(weight, ids, i)
         row = weight[ids[i]]
         divisor = np.float32(1.0)
         if count_exponent is not None:
@@ -135,6 +137,8 @@ def _nesterov_rows(weight, velocity, last_step, ids, message, count_exponent, st
     """`nesterov_rows_step` on numpy views, float32 arithmetic."""
     dim = weight.shape[1]
     for i in range(len(ids)):
+        prefetch_ahead(weight, ids, i)
+        prefetch_ahead(velocity, ids, i)
         row_id = ids[i]
         decay = np.float32(momentum ** (step - last_step[row_id]))
         last_step[row_id] = step
