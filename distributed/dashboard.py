@@ -119,10 +119,10 @@ class FigureDrawer:
         if self._pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
-            from .confusion_plot import ignore_interrupts
+            from .confusion_plot import start_drawing_process
             # Spawned, not forked: the trainer holds MXNet's threads and a 400 MB input matrix.
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=ignore_interrupts)
+                                             initializer=start_drawing_process)
         return self._pool.submit(draw, *args)
 
     def close(self):
@@ -151,8 +151,9 @@ class Dashboard:
 
     def confusion(self, step: int, matrix: np.ndarray, names: Sequence[str], split: str = "test"):
         """The matrix as a table now and as an image once drawn: the figure is drawn in a process of
-        its own (1.6 s an epoch of a Debian run's critical path at 44 classes, under load), and its
-        event is written by a later `flush` or `close`, with this step and this wall time."""
+        its own at the lowest priority (drawn in the trainer it held up each epoch of a Debian run
+        by 1.6 s at 44 classes, under load), and its event is written by a later `flush` or
+        `close`, with this step and this wall time."""
         if self.writer:
             from .confusion_plot import confusion_summary
             title = {"test": "test set", "valid": "validation set"}.get(split, split)

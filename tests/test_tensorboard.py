@@ -184,6 +184,21 @@ def test_confusion_matrix_image_is_served_per_epoch_as_a_png_at_least_600_px(ten
         assert width >= MIN_IMAGE_SIDE and height >= MIN_IMAGE_SIDE, (width, height)
 
 
+def test_a_redrawn_confusion_figure_is_the_figure_drawn_afresh():
+    """Each epoch redraws its split's figure: nothing of the previous matrix (its colours, its counts) stays."""
+    import numpy as np
+
+    from fasttext_horovod.distributed.confusion_plot import ConfusionFigure
+    names = [f"class {i}" for i in range(12)]
+    rng = np.random.default_rng(0)
+    first, second = (rng.integers(0, 30, size=(12, 12)) * (rng.random((12, 12)) < 0.3) for _ in range(2))
+    kept = ConfusionFigure(names, "test set")
+    before = kept.draw(first)
+    redrawn = kept.draw(second)
+    assert not np.array_equal(before, redrawn)
+    np.testing.assert_array_equal(redrawn, ConfusionFigure(names, "test set").draw(second))
+
+
 def test_runs_list_holds_only_the_run(tensorboard):
     """The HParams entry lives in the run itself: no extra `hparams` run beside it."""
     assert tensorboard.get("/data/runs") == ["."]
@@ -279,5 +294,15 @@ def test_dashboards_sharing_a_drawer_each_get_their_figure_from_one_process(tmp_
             events = EventAccumulator(str(tmp_path / run), size_guidance={"images": 0})
             events.Reload()
             assert events.Tags()["images"] == ["test/confusion_matrix"]
+    finally:
+        drawer.close()
+
+
+def test_figures_are_drawn_at_the_lowest_priority():
+    """The drawing process yields the CPU to the trainer and its batch prefetching (nice 19)."""
+    from fasttext_horovod.distributed.dashboard import FigureDrawer
+    drawer = FigureDrawer()
+    try:
+        assert drawer.submit(os.nice, 0).result() == 19 and os.nice(0) < 19
     finally:
         drawer.close()
