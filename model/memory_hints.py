@@ -3,7 +3,9 @@
 A step reads and writes ~50k random rows of a 400 MB input matrix (Debian, bigrams, bucket
 10M, 1,024 documents). Each row is a cache miss, and on this VM also a page walk, which the
 CPU starts only when the load reaches it; asking for the row a few iterations ahead overlaps
-them. Measured on the row update (50k rows, dim 10): 4.5 ms without, 2.9 ms with.
+them. Measured on 30 real batches of that step, medians: row update 4.5 -> 2.9 ms, gather
+2.0 -> 1.7 ms. The bag products walk the gathered rows (2 MB, past L2) in document order, and
+ask the same way: `bag . rows` 3.4 -> 2.3 ms, `bag^T . grad` 2.9 -> 2.5 ms.
 """
 import numba
 from llvmlite import ir
