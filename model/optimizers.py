@@ -81,6 +81,11 @@ def sparse_sgd_step(weight: mx.nd.NDArray, row_ids: mx.nd.NDArray, row_message: 
         _subtract_scaled_rows(host_view(weight), host_view(row_ids), host_view(row_message),
                               None if count_exponent is None else np.float32(count_exponent), np.float32(lr))
         return
+    _subtract_scaled_rows_with_operators(weight, row_ids, row_message, count_exponent, lr)
+
+
+def _subtract_scaled_rows_with_operators(weight, row_ids, row_message, count_exponent, lr):
+    """`sparse_sgd_step` in MXNet operators: gather the rows, update, write back with index_copy."""
     dim = weight.shape[1]
     row_grads = mx.nd.slice_axis(row_message, axis=1, begin=0, end=dim) if row_message.shape[1] != dim else row_message
     if count_exponent is not None:

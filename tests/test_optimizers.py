@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from fasttext_horovod.model.optimizers import (DOCUMENT_EXPONENT, MOMENTUM, RowAdagrad, RowMeanNesterov, RowMeanSGD,
-                                                SummedSGD, _nesterov_rows_with_operators, build_optimizer,
+                                                SummedSGD, _nesterov_rows_with_operators,
+                                                _subtract_scaled_rows_with_operators, build_optimizer,
                                                 nesterov_rows_step, sparse_sgd_step, warmup_then_decay_lr)
 from fasttext_horovod.model.step_size import (DEFAULT_LR, LARGEST_SGD_GLOBAL_BATCH, SMALLEST_MOMENTUM_GLOBAL_BATCH,
                                               choose_optimizer, default_lr)
@@ -118,8 +119,8 @@ def test_summed_sgd_is_plain_sgd_on_the_touched_rows():
 
 @pytest.mark.parametrize("mean", [False, True])
 def test_cpu_sparse_sgd_step_gives_the_bits_of_mxnets_operators(mean):
-    """The compiled CPU loop against take, (divide by the counts ** exponent,) scale, subtract and index_copy,
-    on values of every magnitude."""
+    """The compiled CPU loop, and the operator path of other devices, against take, (divide by the
+    counts ** exponent,) scale, subtract and index_copy, on values of every magnitude."""
     rng = np.random.default_rng(5)
     weight = (rng.normal(size=(ROWS, DIM)) * 10.0 ** rng.integers(-6, 3, size=(ROWS, 1))).astype(np.float32)
     ids = np.sort(rng.choice(ROWS, 300, replace=False)).astype(np.int64)
@@ -128,12 +129,16 @@ def test_cpu_sparse_sgd_step_gives_the_bits_of_mxnets_operators(mean):
         grads[:, DIM] = rng.integers(1, 1000, size=len(ids))
     grads = mx.nd.array(grads.astype(np.float32))
     expected, updated, ids_nd = mx.nd.array(weight), mx.nd.array(weight), mx.nd.array(ids, dtype=np.int64)
+    by_operators = mx.nd.array(weight)
+    exponent = DOCUMENT_EXPONENT if mean else None
     for lr in (0.1, 0.0731234, 3.7e-4, 2.5):
         step = grads[:, :DIM] / grads[:, DIM:] ** DOCUMENT_EXPONENT if mean else grads
         mx.nd.contrib.index_copy(expected, ids_nd, mx.nd.take(expected, ids_nd) - lr * step, out=expected)
-        sparse_sgd_step(updated, ids_nd, grads, lr, count_exponent=DOCUMENT_EXPONENT if mean else None)
+        sparse_sgd_step(updated, ids_nd, grads, lr, count_exponent=exponent)
+        _subtract_scaled_rows_with_operators(by_operators, ids_nd, grads, exponent, lr)  # other devices' path
     assert not np.array_equal(expected.asnumpy(), weight)
     np.testing.assert_array_equal(updated.asnumpy(), expected.asnumpy())
+    np.testing.assert_array_equal(by_operators.asnumpy(), expected.asnumpy())
 
 
 def test_row_mean_sgd_divides_a_rows_summed_gradient_by_its_documents_to_the_exponent():
