@@ -195,6 +195,16 @@ class BatchStream:
         self._owned = np.zeros(self.num_shards, dtype=bool)
         self._owned[list(shards)] = True
 
+    def largest_batch_bytes(self) -> int:
+        """A bound on the bytes of one batch's arrays here: its share of a global batch holds at
+        most the longest documents of this process's shards, each entry a CSR value and column
+        and at most one unique row with its document count."""
+        lengths = np.concatenate([np.diff(shard.offsets) for shard in self.shards.values()] or [np.zeros(0, np.int64)])
+        docs = min(self.global_batch_size, len(lengths))
+        entries = int(np.partition(lengths, len(lengths) - docs)[len(lengths) - docs:].sum()) if docs else 0
+        label_width = self.label_width if self.all_labels else 1
+        return (4 + 8 + 8 + 8) * entries + 8 * (docs + 1) + 4 * docs * label_width
+
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """Batches `start_batch`.. of one epoch (possibly empty ones, see the class doc)."""
         orders, label_picks = {}, {}

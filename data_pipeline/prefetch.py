@@ -11,18 +11,27 @@ another on request: forked later, every page of the input matrix the step loop w
 would be copied (the child would still map the old one), doubling the largest allocation
 over an epoch. The child never touches MXNet or Horovod. At most `depth` batches wait, so
 memory stays bounded.
+
+A batch's arrays travel through memory both processes map (`_Slots`), and only their small
+pickle through the queue: pushed through the queue's pipe, a Debian batch of 1,024 documents
+(2.6 MB) took the step loop 7.5 ms to receive, 5 ms of every 18 ms step; from a slot it is one
+copy, ~0.4 ms.
 """
 import itertools
+import mmap
 import multiprocessing
 import pickle
 import queue
 import signal
-from typing import Iterator, Optional, Tuple
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Tuple
 
 from .batching import Batch, BatchStream
 
 _END = "end"          # the last message of an epoch (also of a cancelled one)
 _POLL_SECONDS = 1.0   # how often a waiting consumer checks that the producer is alive
+_ALIGN = 64           # where each array starts in a slot
+_MAX_SLOT_BYTES = 256 << 20  # a larger batch goes through the queue itself
 
 
 class ProducerDied(RuntimeError):
@@ -40,7 +49,56 @@ class _Failure:
         self.error = error
 
 
-def _serve(stream: BatchStream, requests, ready, cancel) -> None:
+@dataclass
+class _InSlot:
+    """A message whose arrays wait in slot `slot`: its pickle, and where each array lies there."""
+    slot: int
+    pickled: bytes
+    extents: List[Tuple[int, int]]  # (offset, bytes), in the pickle's buffer order
+
+
+class _Slots:
+    """`count` slots of `size` bytes in anonymous memory shared by the processes forked after it,
+    and a queue of the free ones. The producer packs an item's contiguous arrays into a free slot
+    (pickle protocol 5's out-of-band buffers); the consumer copies them out and frees the slot.
+    An item with no arrays, or too large for a slot, travels whole."""
+
+    def __init__(self, context, count: int, size: int):
+        self.size = size
+        self.memory = mmap.mmap(-1, max(1, count * size)) if size else None  # MAP_SHARED
+        self.free = context.SimpleQueue()
+        for slot in range(count if size else 0):
+            self.free.put(slot)
+
+    def pack(self, item):
+        buffers = []
+        pickled = pickle.dumps(item, protocol=5, buffer_callback=buffers.append)
+        views = [buffer.raw() for buffer in buffers]
+        extents, offset = [], 0
+        for view in views:
+            extents.append((offset, view.nbytes))
+            offset += -(-view.nbytes // _ALIGN) * _ALIGN
+        if not views or offset > self.size:
+            return item
+        slot = self.free.get()
+        start = slot * self.size
+        for view, (offset, nbytes) in zip(views, extents):
+            self.memory[start + offset:start + offset + nbytes] = view
+        return _InSlot(slot, pickled, extents)
+
+    def unpack(self, message):
+        if not isinstance(message, _InSlot):
+            return message
+        start = message.slot * self.size
+        memory = memoryview(self.memory)
+        # Copies (writable, like the arrays of an ordinary pickle): the slot is reused once freed.
+        buffers = [bytearray(memory[start + offset:start + offset + nbytes]) for offset, nbytes in message.extents]
+        memory.release()
+        self.free.put(message.slot)
+        return pickle.loads(message.pickled, buffers=buffers)
+
+
+def _serve(stream: BatchStream, requests, ready, cancel, slots: _Slots) -> None:
     """The producer: for each (epoch, start batch) request, that epoch's batches, then `_END`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the step loop decides how a run stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler was inherited by fork
@@ -52,7 +110,7 @@ def _serve(stream: BatchStream, requests, ready, cancel) -> None:
             for batch in stream.epoch(*request):
                 if cancel.is_set():
                     break
-                ready.put(batch)
+                ready.put(slots.pack(batch))
         except BaseException as error:
             ready.put(_Failure(error))
         ready.put(_END)
@@ -114,9 +172,13 @@ class PrefetchingStream:
         self._requests = context.SimpleQueue()
         self._ready = context.Queue(maxsize=depth)
         self._cancel = context.Event()
+        # One slot more than can wait: the producer fills one while `depth` wait.
+        slot_bytes = min(stream.largest_batch_bytes(), _MAX_SLOT_BYTES)
+        self._slots = _Slots(context, depth + 1, slot_bytes + 8 * _ALIGN if slot_bytes else 0)
         self._closed = False
         self._active: Optional[Iterator[Batch]] = None
-        self._process = context.Process(target=_serve, args=(stream, self._requests, self._ready, self._cancel),
+        self._process = context.Process(target=_serve, args=(stream, self._requests, self._ready, self._cancel,
+                                                             self._slots),
                                         name="batch-prefetch", daemon=True)
         self._process.start()
 
@@ -150,7 +212,7 @@ class PrefetchingStream:
     def _next(self):
         while True:
             try:
-                return self._ready.get(timeout=_POLL_SECONDS)
+                return self._slots.unpack(self._ready.get(timeout=_POLL_SECONDS))
             except queue.Empty:
                 if not self._process.is_alive():
                     raise ProducerDied(f"the batch-prefetching process {self._process.pid} ended with code "

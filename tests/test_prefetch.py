@@ -28,6 +28,14 @@ class CountingStream:
                 raise self.error
             yield epoch * 100 + j
 
+    def largest_batch_bytes(self):
+        return 0  # no arrays: every item travels through the queue
+
+
+def batch_bytes(batch):
+    return sum(array.nbytes for array in (batch.unique_ids, batch.bag_data, batch.bag_indices, batch.bag_indptr,
+                                          batch.targets, batch.row_doc_counts))
+
 
 def test_every_epoch_gives_the_streams_batches_in_order(tmp_path):
     corpus = preprocess(TRAIN, CorpusSettings(bucket=100_000, word_ngrams=2, num_shards=4), str(tmp_path), 4)
@@ -38,6 +46,32 @@ def test_every_epoch_gives_the_streams_batches_in_order(tmp_path):
             assert len(ahead) == len(direct) == stream.steps_per_epoch - start
             for a, b in zip(ahead, direct):
                 assert_same_batch(a, b)
+
+
+@pytest.mark.parametrize("all_labels", [False, True])
+def test_no_batch_outgrows_the_streams_bound(tmp_path, all_labels):
+    """The prefetching process's shared slots are sized by `largest_batch_bytes`."""
+    corpus = preprocess(TRAIN, CorpusSettings(bucket=100_000, word_ngrams=2, num_shards=4), str(tmp_path), 4)
+    for batch_size in (1, 50, 10_000):
+        stream = BatchStream(all_shards(corpus), corpus.docs_per_shard, batch_size, seed=3, all_labels=all_labels)
+        largest = max(batch_bytes(batch) for batch in stream.epoch(0))
+        assert largest <= stream.largest_batch_bytes() <= 40 * largest
+
+
+def test_batches_too_large_for_a_slot_travel_whole_in_the_same_order(tmp_path):
+    """Slots sized so that only some batches fit: those go through shared memory, the others
+    through the queue, and the consumer gets the stream's batches either way."""
+    corpus = preprocess(TRAIN, CorpusSettings(bucket=100_000, word_ngrams=2, num_shards=4), str(tmp_path), 4)
+
+    class SmallSlots(BatchStream):
+        def largest_batch_bytes(self):
+            return int(np.median([batch_bytes(batch) for batch in self.epoch(0)]))
+
+    stream = SmallSlots(all_shards(corpus), corpus.docs_per_shard, 50, seed=3)
+    with PrefetchingStream(stream, depth=2) as batches:
+        for a, b in zip(batches.epoch(0), stream.epoch(0), strict=True):
+            assert_same_batch(a, b)
+            assert a.bag_data.flags.writeable
 
 
 def test_an_error_while_producing_is_raised_after_the_items_before_it_and_the_next_epoch_still_runs():
