@@ -78,7 +78,7 @@ class _Slots:
         for view in views:
             extents.append((offset, view.nbytes))
             offset += -(-view.nbytes // _ALIGN) * _ALIGN
-        if not views or offset > self.size:
+        if self.memory is None or not views or offset > self.size:
             return item
         slot = self.free.get()
         start = slot * self.size

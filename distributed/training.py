@@ -283,8 +283,7 @@ class Trainer:
         message = self.optimizer.row_message(batch.row_doc_counts, self.config.dim, ctx)
         if not batch.num_docs:  # under Horovod a rank's share of a small global batch can be empty
             return mx.nd.zeros(1, ctx=ctx), message, mx.nd.zeros(model.output_matrix.shape, ctx=ctx)
-        loss, message, output_grad = model.gradients(batch, ctx, row_grads=message)
-        return loss, message, output_grad
+        return model.gradients(batch, ctx, row_grads=message)
 
     def _apply(self, row_ids: np.ndarray, row_grads: mx.nd.NDArray, output_grad: mx.nd.NDArray, lr: float):
         self.optimizer.apply(self.model.input_matrix.data(self.ctx), to_device(row_ids, self.ctx), row_grads,

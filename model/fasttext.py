@@ -23,7 +23,7 @@ from .checkpoint import RowBlocks
 from .hierarchical_softmax import HuffmanTree, hs_loss, hs_top_k
 from .losses import LOSSES
 from .softmax_head import softmax_loss_and_gradients
-from .tensors import batch_tensors, host_view, huge_page_zeros, set_rows, to_device
+from .tensors import batch_tensors, empty_rows, host_view, huge_page_zeros, set_rows, to_device
 
 
 _ROWS_PER_COPY = 1 << 20  # input rows a checkpoint copies off the device at once (40 MB at dim 10)
@@ -221,7 +221,7 @@ class FastTextClassifier(gluon.HybridBlock):
         rows.
         """
         if row_grads is None:
-            row_grads = mx.nd.empty((len(batch.unique_ids), self.dim), ctx=ctx)
+            row_grads = empty_rows(len(batch.unique_ids), self.dim, ctx)
         if ctx.device_type != "cpu":
             ids, bag, targets = batch_tensors(batch, ctx)
             rows = self.gather_rows(ids)
