@@ -23,7 +23,8 @@ import numpy as np
 from .losses import LOSSES
 
 FORMAT_NAME = "fasttext-horovod-checkpoint"
-FORMAT_VERSION = 1
+# 2: untouched input rows regenerate from blocked PCG64 streams (1: from MXNet's sampler).
+FORMAT_VERSION = 2
 _META_KEY = "__meta__"
 _MAX_MEMBERS = 64           # a checkpoint holds about ten arrays
 _INT32_MAX = 2 ** 31 - 1    # fastText's bucket and counts of rows are int32

@@ -10,6 +10,8 @@ labels; `ova` (one-vs-all) on all of them at once, an independent binary logisti
 label (`OneVsAllLoss::forward`), and predicts with independent sigmoids. Label sets travel as
 `(documents, width)` label-id matrices padded with -1 (`data_pipeline.batching.label_matrix`).
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
 import mxnet as mx
@@ -32,22 +34,40 @@ _ROWS_PER_COPY = 1 << 20  # input rows a checkpoint copies off the device at onc
 class SeededUniform(mx.init.Initializer):
     """fastText's input init, uniform in +-scale, drawn on the CPU from a seed.
 
-    MXNet's CPU sampler gives the same numbers for a seed whatever the thread count or
-    the device the matrix lives on, so a checkpoint need not store untouched rows: they
-    are regenerated from the seed (see `state_arrays`).
+    Row r's values depend on the seed, the width and r alone: rows are drawn in fixed
+    blocks, block b from its own PCG64 stream (`SeedSequence(seed, spawn_key=(b,))`), so a
+    checkpoint need not store untouched rows (they are regenerated, see `state_arrays`), and
+    the blocks fill on every core at once. A 10M x 10 matrix takes 0.22 s on 2 cores; MXNet's
+    own sampler took 0.9-1.5 s of a run's ~4 s start.
     """
+
+    BLOCK_ROWS = 1 << 18
 
     def __init__(self, scale: float, seed: int):
         super().__init__(scale=scale, seed=seed)
         self.scale = scale
         self.seed = seed
 
+    def fill(self, out: np.ndarray) -> None:
+        """Draw the values into a C-contiguous (rows, width) float32 array."""
+        def fill_block(start: int) -> None:
+            block = out[start:start + self.BLOCK_ROWS]
+            stream = np.random.Generator(np.random.PCG64(
+                np.random.SeedSequence(self.seed, spawn_key=(start // self.BLOCK_ROWS,))))
+            stream.random(dtype=np.float32, out=block)  # numpy releases the GIL while it fills
+            block *= 2 * self.scale
+            block -= self.scale
+
+        with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+            list(pool.map(fill_block, range(0, len(out), self.BLOCK_ROWS)))
+
     def _init_weight(self, name, arr):
-        mx.random.seed(self.seed, ctx=mx.cpu())
-        if arr.context == mx.cpu():  # drawn in place: a temporary would double the largest allocation
-            mx.nd.random.uniform(-self.scale, self.scale, shape=arr.shape, ctx=mx.cpu(), out=arr)
+        if arr.context == mx.cpu() and arr.stype == "default":  # drawn in place: a temporary would double it
+            self.fill(host_view(arr))
         else:
-            mx.nd.random.uniform(-self.scale, self.scale, shape=arr.shape, ctx=mx.cpu()).copyto(arr)
+            values = np.empty(arr.shape, dtype=np.float32)
+            self.fill(values)
+            mx.nd.from_numpy(values, zero_copy=True).copyto(arr)
 
 
 class CpuStorageParameter(gluon.Parameter):

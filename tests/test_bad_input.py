@@ -16,6 +16,8 @@ from conftest import (
     run_cli,
 )
 
+from fasttext_horovod.model.checkpoint import FORMAT_VERSION
+
 VALID_ROW = b'"1","Stocks rally","Shares rose on Wall Street."\n'
 
 
@@ -159,7 +161,7 @@ def test_checkpoint_of_another_format_version_is_refused_with_its_version(
     before = checkpoint.read_bytes()
     args = ("--test", tiny_data_dir / "test.csv") if script == "evaluate" else ()
     done = run_cli(script, "--model-dir", other_version_model_dir, *args, input=b"stocks fell\n")
-    assert_clean_failure(done, f"error: {checkpoint}:", "version 999", "reads 1")
+    assert_clean_failure(done, f"error: {checkpoint}:", "version 999", f"reads {FORMAT_VERSION}")
     assert checkpoint.read_bytes() == before
 
 

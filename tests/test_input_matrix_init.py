@@ -44,6 +44,24 @@ def test_model_input_matrix_is_the_seeded_uniform_and_a_parameter_of_the_block()
     assert model.collect_params()["fasttext_input_matrix"] is model.input_matrix
 
 
+def test_a_rows_initial_values_depend_on_the_seed_and_its_index_alone():
+    """Checkpoints regenerate untouched rows from the seed, so a row's values cannot depend on
+    the matrix's size or on how many threads drew it."""
+    init = SeededUniform(0.1, 7)
+    block = SeededUniform.BLOCK_ROWS
+    large = np.empty((2 * block + 3, 4), np.float32)
+    init.fill(large)
+    small = np.empty((block + 1, 4), np.float32)
+    init.fill(small)
+    np.testing.assert_array_equal(small, large[:block + 1])
+    assert -0.1 <= large.min() and large.max() < 0.1
+    assert abs(large.mean()) < 1e-3 and abs(large.std() - 0.1 / np.sqrt(3)) < 1e-3  # uniform in +-0.1
+    assert not np.array_equal(large[block:2 * block], large[:block])  # each block its own stream
+    other_seed = np.empty_like(small)
+    SeededUniform(0.1, 8).fill(other_seed)
+    assert not np.array_equal(other_seed, small)
+
+
 def _mapping_flags(address: int) -> list:
     """The VmFlags of this process's mapping that holds `address` (/proc/self/smaps)."""
     inside = False
