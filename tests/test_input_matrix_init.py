@@ -50,9 +50,9 @@ def test_a_rows_initial_values_depend_on_the_seed_and_its_index_alone():
     init = SeededUniform(0.1, 7)
     block = SeededUniform.BLOCK_ROWS
     large = np.empty((2 * block + 3, 4), np.float32)
-    init.fill(large)
+    init.fill(large, threads=3)
     small = np.empty((block + 1, 4), np.float32)
-    init.fill(small)
+    init.fill(small, threads=1)
     np.testing.assert_array_equal(small, large[:block + 1])
     assert -0.1 <= large.min() and large.max() < 0.1
     assert abs(large.mean()) < 1e-3 and abs(large.std() - 0.1 / np.sqrt(3)) < 1e-3  # uniform in +-0.1
