@@ -10,7 +10,6 @@ labels; `ova` (one-vs-all) on all of them at once, an independent binary logisti
 label (`OneVsAllLoss::forward`), and predicts with independent sigmoids. Label sets travel as
 `(documents, width)` label-id matrices padded with -1 (`data_pipeline.batching.label_matrix`).
 """
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
@@ -19,6 +18,7 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from fasttext_horovod.data_pipeline.batching import Batch
+from fasttext_horovod.data_pipeline.worker_pool import usable_cores
 
 from .bag_products import bag_times_rows, bag_transpose_times
 from .checkpoint import RowBlocks
@@ -59,7 +59,7 @@ class SeededUniform(mx.init.Initializer):
             block *= 2 * self.scale
             block -= self.scale
 
-        with ThreadPoolExecutor(max_workers=threads or len(os.sched_getaffinity(0))) as pool:
+        with ThreadPoolExecutor(max_workers=threads or usable_cores()) as pool:
             list(pool.map(fill_block, range(0, len(out), self.BLOCK_ROWS)))
 
     def _init_weight(self, name, arr):
